@@ -1,0 +1,130 @@
+"""The LLM side of a turn: LangChain's `create_agent` over any OpenAI-compatible endpoint.
+
+Built once; each turn passes its `TurnContext` (rendered system prompt, scoped ids, a session
+factory) as the runtime context and the thread's history as messages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import InputAgentState, ModelRequest, dynamic_prompt
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
+from langchain_openai import ChatOpenAI
+from langgraph.errors import GraphRecursionError
+from pydantic import SecretStr
+
+from agent.context import TurnContext
+from agent.settings import Settings
+from agent.tools import TOOLS
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One line of the thread as the model sees it."""
+
+    role: str  # "customer" or "business"
+    text: str
+
+
+@dataclass
+class Thought:
+    reply: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int = 0
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    hit_step_limit: bool = False
+
+
+class Brain(Protocol):
+    model_name: str
+
+    async def think(self, context: TurnContext, history: Sequence[Turn]) -> Thought: ...
+
+
+@dynamic_prompt
+def _system_prompt(request: ModelRequest[TurnContext]) -> str:
+    return request.runtime.context.system_prompt
+
+
+class AgentBrain:
+    def __init__(self, model: BaseChatModel, *, model_name: str, max_steps: int) -> None:
+        self.model_name = model_name
+        self._max_steps = max_steps
+        self._agent = create_agent(
+            model, list(TOOLS), middleware=[_system_prompt], context_schema=TurnContext
+        )
+
+    async def think(self, context: TurnContext, history: Sequence[Turn]) -> Thought:
+        started = time.perf_counter()
+        messages: list[AnyMessage | dict[str, Any]] = [
+            HumanMessage(t.text) if t.role == "customer" else AIMessage(t.text) for t in history
+        ]
+        hit_limit = False
+        try:
+            state = await self._agent.ainvoke(
+                InputAgentState(messages=messages),
+                context=context,
+                config={"recursion_limit": self._max_steps * 2 + 1},
+                version="v1",
+            )
+            produced: list[AnyMessage] = list(state["messages"])[len(messages) :]
+        except GraphRecursionError:
+            hit_limit = True
+            produced = []
+        thought = _summarize(produced, model=self.model_name, hit_limit=hit_limit)
+        thought.latency_ms = int((time.perf_counter() - started) * 1000)
+        return thought
+
+
+def _summarize(produced: Sequence[AnyMessage], *, model: str, hit_limit: bool) -> Thought:
+    thought = Thought(reply="", model=model, hit_step_limit=hit_limit)
+    results = {m.tool_call_id: m for m in produced if isinstance(m, ToolMessage)}
+    for message in produced:
+        if not isinstance(message, AIMessage):
+            continue
+        if message.usage_metadata:
+            thought.prompt_tokens += message.usage_metadata["input_tokens"]
+            thought.completion_tokens += message.usage_metadata["output_tokens"]
+        for call in message.tool_calls:
+            result = results.get(call["id"] or "")
+            thought.tool_calls.append(
+                {
+                    "name": call["name"],
+                    "args": call["args"],
+                    "result": str(result.content)[:500] if result else None,
+                    "error": bool(result and result.status == "error"),
+                }
+            )
+        for bad in message.invalid_tool_calls:
+            thought.tool_calls.append(
+                {"name": bad.get("name"), "args": bad.get("args"), "error": True, "result": None}
+            )
+    final = produced[-1] if produced else None
+    if isinstance(final, AIMessage) and not final.tool_calls:
+        thought.reply = final.text.strip()
+    return thought
+
+
+def build_brain(settings: Settings) -> Brain | None:
+    """The configured brain, or None when no LLM endpoint is set (fast path + hand-off only)."""
+    if settings.llm_base_url is None:
+        return None
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "not-needed"
+    model = ChatOpenAI(
+        model=settings.llm_model,
+        base_url=settings.llm_base_url,
+        api_key=SecretStr(key),
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+        temperature=0.2,
+        stream_usage=False,
+    )
+    return AgentBrain(model, model_name=settings.llm_model, max_steps=settings.llm_max_steps)

@@ -1,0 +1,100 @@
+"""Accept an inbound text: one durable write, then the worker takes it from there."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from agent.deps import Deps
+from agent.phones import mask_phone
+from storage import conversations, jobs, messages
+from storage.contacts import upsert_contact_by_phone
+from storage.types import utcnow
+
+log = logging.getLogger("smsagent.inbound")
+
+TURN_JOB = "turn"
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    provider: str
+    provider_message_id: str
+    from_number: str  # E.164
+    to_number: str  # E.164: our number, the thread's sender for replies
+    body: str
+    media_urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    message_id: str | None  # None: the provider retried a message we already have
+    conversation_id: str
+    duplicate: bool
+
+
+def turn_key(conversation_id: str) -> str:
+    return f"turn:{conversation_id}"
+
+
+async def accept_inbound(deps: Deps, inbound: InboundSms) -> Accepted:
+    """Store the text and its turn job in one transaction; a repeated delivery changes nothing."""
+    async with deps.sessions() as session, session.begin():
+        existing = await messages.find_by_provider_id(
+            session=session,
+            provider=inbound.provider,
+            provider_message_id=inbound.provider_message_id,
+        )
+        if existing is not None:
+            return Accepted(None, existing.conversation_id, duplicate=True)
+        contact = await upsert_contact_by_phone(
+            session=session, workspace_id=deps.workspace_id, phone=inbound.from_number
+        )
+        conversation = await conversations.find_live_conversation(
+            session=session,
+            workspace_id=deps.workspace_id,
+            contact_id=contact.id,
+            sender_number=inbound.to_number,
+        )
+        if conversation is None:
+            conversation = await conversations.create_conversation(
+                session=session,
+                workspace_id=deps.workspace_id,
+                contact_id=contact.id,
+                sender_number=inbound.to_number,
+                provider=inbound.provider,
+            )
+        message_id = await messages.insert_inbound(
+            session=session,
+            workspace_id=deps.workspace_id,
+            conversation_id=conversation.id,
+            body=inbound.body,
+            from_number=inbound.from_number,
+            to_number=inbound.to_number,
+            provider=inbound.provider,
+            provider_message_id=inbound.provider_message_id,
+            media_urls=inbound.media_urls,
+        )
+        if message_id is None:  # a concurrent delivery of the same message won the race
+            return Accepted(None, conversation.id, duplicate=True)
+        await conversations.touch_conversation(session=session, conversation_id=conversation.id)
+        await jobs.enqueue(
+            session=session,
+            kind=TURN_JOB,
+            key=turn_key(conversation.id),
+            payload={"conversation_id": conversation.id},
+            run_at=utcnow() + timedelta(seconds=deps.settings.turn_quiet_seconds),
+            max_attempts=deps.settings.job_max_attempts,
+            fold=True,
+        )
+    log.info(
+        "inbound.accepted message_id=%s conversation_id=%s provider=%s provider_id=%s from=%s",
+        message_id,
+        conversation.id,
+        inbound.provider,
+        inbound.provider_message_id,
+        mask_phone(inbound.from_number),
+    )
+    deps.nudge()
+    return Accepted(message_id, conversation.id, duplicate=False)

@@ -1,0 +1,141 @@
+"""Service configuration: one `Settings`, read from `SMSAGENT_*` environment variables.
+
+Built once by an entry point and passed down; nothing reads the environment anywhere else.
+The defaults run on a fresh machine: a SQLite file under ./var/, the console SMS provider, no LLM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agent.phones import InvalidPhoneNumber, normalize_phone
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/smsagent.db"
+
+Vertical = Literal["dental", "home_services", "generic"]
+ProviderName = Literal["console", "twilio"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMSAGENT_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Where providers reach this service; signatures are checked against it, not the request URL,
+    # which is wrong behind a proxy or tunnel.
+    public_url: str | None = None
+
+    database_url: str = DEFAULT_DATABASE_URL
+    # PostgreSQL only: the schema (search_path) the tables live in.
+    database_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    api_key: SecretStr | None = None
+
+    business_name: str = "our office"
+    vertical: Vertical = "generic"
+    timezone: str = "America/New_York"
+
+    sms_provider: ProviderName = "console"
+    from_number: str = "+15550000000"
+    twilio_api_url: str = "https://api.twilio.com"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    sms_max_segments: int = Field(default=4, ge=1, le=10)
+    sms_cost_per_segment_cents: float = Field(default=0.83, ge=0)
+    sms_allowed_link_hosts: list[str] = Field(default_factory=list)
+    send_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: SecretStr | None = None
+    llm_timeout_seconds: float = Field(default=30.0, gt=0)
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_max_steps: int = Field(default=8, ge=2, le=50)
+    llm_history_messages: int = Field(default=30, ge=1, le=200)
+
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
+    # Texts arriving within this window are answered by one turn.
+    turn_quiet_seconds: float = Field(default=1.5, ge=0)
+    job_lease_seconds: float = Field(default=120.0, gt=0)
+    job_max_attempts: int = Field(default=6, ge=1)
+    run_worker: bool = True
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        """Accept the URLs people paste and use the async driver for each."""
+        for prefix, replacement in (
+            ("postgres://", "postgresql+asyncpg://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("sqlite:///", "sqlite+aiosqlite:///"),
+        ):
+            if url.startswith(prefix):
+                return replacement + url[len(prefix) :]
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("use a sqlite:/// or postgresql:// URL")
+        return url
+
+    @field_validator("from_number")
+    @classmethod
+    def _e164_sender(cls, number: str) -> str:
+        try:
+            return normalize_phone(number)
+        except InvalidPhoneNumber as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {zone!r}") from exc
+        return zone
+
+    @field_validator("public_url", "llm_base_url", "twilio_api_url")
+    @classmethod
+    def _no_trailing_slash(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _provider_complete(self) -> Settings:
+        if self.sms_provider == "twilio":
+            missing = [
+                name
+                for name, value in (
+                    ("SMSAGENT_TWILIO_ACCOUNT_SID", self.twilio_account_sid),
+                    ("SMSAGENT_TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+                    ("SMSAGENT_PUBLIC_URL", self.public_url),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"the twilio provider needs {', '.join(missing)}")
+        if self.api_key is not None and len(self.api_key.get_secret_value()) < 16:
+            raise ValueError("SMSAGENT_API_KEY must be at least 16 characters")
+        return self
+
+    @property
+    def llm_enabled(self) -> bool:
+        return self.llm_base_url is not None
+
+    def sqlite_path(self) -> Path | None:
+        """The database file when SQLite is used, so the entry point can create its folder."""
+        prefix = "sqlite+aiosqlite:///"
+        if not self.database_url.startswith(prefix):
+            return None
+        path = self.database_url[len(prefix) :].split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path)

@@ -1,0 +1,1 @@
+"""Prompt and reply texts, kept as files and loaded by name."""

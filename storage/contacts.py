@@ -1,0 +1,109 @@
+"""Contacts: one row per phone number per workspace, with tags and consent."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import Contact
+from storage.types import new_id, utcnow
+
+# The columns a caller may set from outside; anything else is ours.
+CONTACT_FIELDS = ("first_name", "last_name", "email", "external_id", "date_of_birth", "timezone")
+
+
+async def upsert_contact_by_phone(
+    *,
+    session: AsyncSession,
+    workspace_id: str,
+    phone: str,
+    fields: dict[str, Any] | None = None,
+    custom_fields: dict[str, Any] | None = None,
+) -> Contact:
+    """The contact for `phone`, created if new, row-locked, with the given fields applied.
+
+    Fields that are None are left as they were: a kickoff that knows less than the last one
+    does not erase what the last one taught us.
+    """
+    now = utcnow()
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.exec(
+        insert(Contact)
+        .values(
+            id=new_id("ct"),
+            workspace_id=workspace_id,
+            phone=phone,
+            custom_fields={},
+            tags=[],
+            opted_out=False,
+            blocked=False,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["workspace_id", "phone"])
+    )
+    result = await session.exec(
+        select(Contact)
+        .where(Contact.workspace_id == workspace_id, Contact.phone == phone)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    contact = result.one()
+    changed = False
+    for name, value in (fields or {}).items():
+        if name not in CONTACT_FIELDS:
+            raise ValueError(f"unknown contact field {name!r}")
+        if value is not None and getattr(contact, name) != value:
+            setattr(contact, name, value)
+            changed = True
+    if custom_fields:
+        contact.custom_fields = {**contact.custom_fields, **custom_fields}
+        changed = True
+    if changed:
+        contact.updated_at = now
+        await session.flush()
+    return contact
+
+
+async def get_contact(*, session: AsyncSession, contact_id: str) -> Contact | None:
+    return await session.get(Contact, contact_id)
+
+
+async def set_opt_out(
+    *, session: AsyncSession, contact_id: str, opted_out: bool, source: str
+) -> Contact:
+    contact = await session.get(Contact, contact_id, with_for_update=True)
+    if contact is None:
+        raise LookupError(contact_id)
+    now = utcnow()
+    contact.opted_out = opted_out
+    contact.opted_out_at = now if opted_out else None
+    contact.opt_out_source = source if opted_out else None
+    contact.updated_at = now
+    await session.flush()
+    return contact
+
+
+async def add_tag(*, session: AsyncSession, contact_id: str, tag: str) -> bool:
+    """Tag the contact; False when it already had the tag."""
+    contact = await session.get(Contact, contact_id, with_for_update=True)
+    if contact is None:
+        raise LookupError(contact_id)
+    if tag in contact.tags:
+        return False
+    contact.tags = [*contact.tags, tag]
+    contact.updated_at = utcnow()
+    await session.flush()
+    return True
+
+
+def parse_birth_date(value: str | date | None) -> date | None:
+    """Dates of birth arrive as dates or ISO timestamps ("1988-03-22T00:00:00.000Z")."""
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(value[:10])

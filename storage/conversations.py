@@ -1,0 +1,136 @@
+"""Conversations: the thread between one contact and one of our numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import Contact, Conversation, ConversationMode, ConversationStatus, Message
+from storage.types import new_id, utcnow
+
+_LIVE = (ConversationStatus.OPEN, ConversationStatus.PENDING)
+
+
+async def find_live_conversation(
+    *, session: AsyncSession, workspace_id: str, contact_id: str, sender_number: str
+) -> Conversation | None:
+    """The newest conversation that is not closed between this contact and this number."""
+    result = await session.exec(
+        select(Conversation)
+        .where(
+            Conversation.workspace_id == workspace_id,
+            Conversation.contact_id == contact_id,
+            Conversation.sender_number == sender_number,
+            col(Conversation.status).in_(_LIVE),
+        )
+        .order_by(col(Conversation.created_at).desc())
+        .limit(1)
+    )
+    return result.first()
+
+
+async def create_conversation(
+    *,
+    session: AsyncSession,
+    workspace_id: str,
+    contact_id: str,
+    sender_number: str,
+    provider: str,
+    appointment_id: str | None = None,
+    context: str | None = None,
+) -> Conversation:
+    conversation = Conversation(
+        id=new_id("conv"),
+        workspace_id=workspace_id,
+        contact_id=contact_id,
+        sender_number=sender_number,
+        provider=provider,
+        appointment_id=appointment_id,
+        context=context,
+    )
+    session.add(conversation)
+    await session.flush()
+    return conversation
+
+
+async def close_live_conversations(
+    *, session: AsyncSession, workspace_id: str, contact_id: str, sender_number: str
+) -> int:
+    """Close earlier threads so replies land in the one a kickoff opens."""
+    now = utcnow()
+    result = await session.exec(
+        update(Conversation)
+        .where(
+            col(Conversation.workspace_id) == workspace_id,
+            col(Conversation.contact_id) == contact_id,
+            col(Conversation.sender_number) == sender_number,
+            col(Conversation.status).in_(_LIVE),
+        )
+        .values(status=ConversationStatus.CLOSED, updated_at=now)
+    )
+    return int(result.rowcount)
+
+
+async def get_conversation(
+    *, session: AsyncSession, conversation_id: str, workspace_id: str | None = None
+) -> Conversation | None:
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None or (workspace_id and conversation.workspace_id != workspace_id):
+        return None
+    return conversation
+
+
+async def touch_conversation(*, session: AsyncSession, conversation_id: str) -> None:
+    now = utcnow()
+    await session.exec(
+        update(Conversation)
+        .where(col(Conversation.id) == conversation_id)
+        .values(last_message_at=now, updated_at=now)
+    )
+
+
+async def hand_to_person(*, session: AsyncSession, conversation_id: str, reason: str) -> None:
+    """The agent stops answering; the thread waits for a person."""
+    await session.exec(
+        update(Conversation)
+        .where(col(Conversation.id) == conversation_id)
+        .values(
+            mode=ConversationMode.HUMAN,
+            status=ConversationStatus.PENDING,
+            handoff_reason=reason[:500],
+            updated_at=utcnow(),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    conversation: Conversation
+    contact: Contact
+    message_count: int
+
+
+async def list_conversations(
+    *, session: AsyncSession, workspace_id: str | None = None, limit: int = 50, offset: int = 0
+) -> list[ConversationSummary]:
+    """Newest activity first, with the contact and how many messages each thread holds."""
+    counts = (
+        select(Message.conversation_id, func.count().label("n"))
+        .group_by(col(Message.conversation_id))
+        .subquery()
+    )
+    statement = (
+        select(Conversation, Contact, func.coalesce(counts.c.n, 0))
+        .join(Contact, col(Contact.id) == col(Conversation.contact_id))
+        .outerjoin(counts, counts.c.conversation_id == col(Conversation.id))
+        .order_by(col(Conversation.last_message_at).desc(), col(Conversation.id).desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    if workspace_id is not None:
+        statement = statement.where(Conversation.workspace_id == workspace_id)
+    result = await session.exec(statement)
+    return [ConversationSummary(conv, contact, int(n)) for conv, contact, n in result]

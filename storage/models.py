@@ -1,0 +1,247 @@
+"""The tables. Rows stay inside the service: the HTTP edge maps them to public shapes.
+
+Times are UTC (`UTCDateTime`), phone numbers E.164, public ids prefixed (`conv_…`, `msg_…`).
+Status-like columns are plain strings whose values are the enums below, so adding a value
+needs no database migration.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+from storage.types import UTCDateTime, utcnow
+
+
+class MessageDirection(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class MessageAuthor(StrEnum):
+    CONTACT = "contact"
+    AGENT = "agent"
+    SYSTEM = "system"  # fast-path replies: opt-out confirmations, HELP, confirmations
+    API = "api"  # kickoff and other API sends
+    HUMAN = "human"
+
+
+class MessageStatus(StrEnum):
+    RECEIVED = "received"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class ConversationStatus(StrEnum):
+    OPEN = "open"
+    PENDING = "pending"  # waiting for a person
+    CLOSED = "closed"
+
+
+class ConversationMode(StrEnum):
+    AGENT = "agent"
+    HUMAN = "human"
+
+
+class AppointmentStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    CONFIRMED = "confirmed"
+    RESCHEDULE_REQUESTED = "reschedule_requested"
+    RESCHEDULED = "rescheduled"
+    CANCELED = "canceled"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Workspace(SQLModel, table=True):
+    __tablename__ = "workspaces"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str
+    business_name: str
+    timezone: str
+    vertical: str
+    api_key_hash: str | None = Field(default=None, unique=True, max_length=64)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class Contact(SQLModel, table=True):
+    __tablename__ = "contacts"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "phone", name="uq_contacts_workspace_phone"),
+        Index("ix_contacts_workspace_external_id", "workspace_id", "external_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    phone: str = Field(max_length=16)
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    external_id: str | None = None
+    date_of_birth: date | None = None
+    timezone: str | None = None
+    custom_fields: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    tags: list[str] = Field(default_factory=list, sa_type=JSON)
+    opted_out: bool = False
+    opted_out_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    opt_out_source: str | None = None
+    blocked: bool = False
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class Appointment(SQLModel, table=True):
+    __tablename__ = "appointments"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "external_id", name="uq_appointments_workspace_external"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    contact_id: str = Field(foreign_key="contacts.id", index=True, max_length=40)
+    external_id: str | None = None
+    starts_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ends_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The zone or offset the business gave the time in, to render it back the same way.
+    timezone: str | None = None
+    type: str | None = None
+    description: str | None = None
+    status: str = AppointmentStatus.SCHEDULED
+    requested_start: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class Conversation(SQLModel, table=True):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        Index("ix_conversations_thread", "workspace_id", "contact_id", "sender_number", "status"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    contact_id: str = Field(foreign_key="contacts.id", index=True, max_length=40)
+    appointment_id: str | None = Field(default=None, foreign_key="appointments.id", max_length=40)
+    sender_number: str = Field(max_length=16)
+    provider: str = Field(max_length=20)
+    status: str = ConversationStatus.OPEN
+    mode: str = ConversationMode.AGENT
+    context: str | None = Field(default=None, sa_column=Column(Text))
+    handoff_reason: str | None = None
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+    last_message_at: datetime = _created()
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_message_id", name="uq_messages_provider_id"),
+        Index("ix_messages_conversation_created", "conversation_id", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    conversation_id: str = Field(foreign_key="conversations.id", max_length=40)
+    direction: str
+    author: str
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    media_urls: list[str] = Field(default_factory=list, sa_type=JSON)
+    from_number: str = Field(max_length=16)
+    to_number: str = Field(max_length=16)
+    provider: str = Field(max_length=20)
+    provider_message_id: str | None = Field(default=None, max_length=64)
+    status: str
+    error_code: str | None = None
+    error_message: str | None = None
+    segments: int = 0
+    encoding: str | None = None
+    cost_cents: float | None = None
+    # Inbound only: when a turn answered it; unanswered inbound messages make up the next turn.
+    handled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    agent_run_id: str | None = Field(default=None, max_length=40)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_conversation_created", "conversation_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    conversation_id: str = Field(foreign_key="conversations.id", max_length=40)
+    agent_run_id: str | None = Field(default=None, max_length=40)
+    type: str
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    revenue: float | None = None
+    created_at: datetime = _created()
+
+
+class AgentRun(SQLModel, table=True):
+    __tablename__ = "agent_runs"
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    conversation_id: str = Field(foreign_key="conversations.id", index=True, max_length=40)
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int = 0
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    inbound_message_ids: list[str] = Field(default_factory=list, sa_type=JSON)
+    outcome: str = "running"
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    started_at: datetime = _created()
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # At most one unfinished job per key: a burst of texts folds into one turn.
+        Index(
+            "uq_jobs_active_key",
+            "key",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+        Index("ix_jobs_due", "status", "run_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=20)
+    key: str = Field(max_length=80)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    status: str = JobStatus.QUEUED
+    run_at: datetime = _created()
+    attempts: int = 0
+    max_attempts: int = 6
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    leased_by: str | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = _created()
+    updated_at: datetime = _created()

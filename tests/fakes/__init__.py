@@ -1,0 +1,1 @@
+"""Loopback HTTP stubs of the external services smsagent talks to (LLM API, Twilio)."""

@@ -1,0 +1,181 @@
+"""The `smsagent` command: run the service, text it from a pretend handset, read transcripts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import click
+from aiohttp import web
+from pydantic import ValidationError
+
+from agent.errors import NotFound
+from agent.settings import Settings
+from agent.transcripts import list_recent, load_conversation
+from storage.engine import SessionFactory, create_engine, create_session_factory
+from webhooks.app import create_app
+from webhooks.logs import configure_logging
+from webhooks.render import render_conversation, render_list
+
+T = TypeVar("T")
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SMSAGENT_{'_'.join(str(p) for p in e['loc']).upper() or 'SETTINGS'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise click.ClickException(f"bad configuration: {problems}") from exc
+
+
+@click.group()
+@click.version_option(package_name="smsagent")
+def main() -> None:
+    """smsagent: a conversational agent over two-way SMS for appointment businesses."""
+
+
+@main.command()
+def serve() -> None:
+    """Run the service: webhooks, the API and the worker (configured by SMSAGENT_* variables)."""
+    settings = load_settings()
+    configure_logging(settings.log_level, as_json=settings.log_json)
+    app = create_app(settings)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log_format='"%r" %s %Tfs',
+        print=lambda line: click.echo(line, err=True),
+    )
+
+
+@main.command()
+@click.option("--from", "sender", required=True, help="The pretend customer's phone number.")
+@click.option("--to", default=None, help="Our number (default: SMSAGENT_FROM_NUMBER).")
+@click.option("--url", default=None, help="The running service (default: from SMSAGENT_HOST/PORT).")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the reply.")
+@click.argument("text")
+def simulate(sender: str, to: str | None, url: str | None, timeout: float, text: str) -> None:
+    """Text the running service through the console provider and print the reply."""
+    settings = load_settings()
+    base = (url or f"http://{_local(settings.host)}:{settings.port}").rstrip("/")
+    replies = run_sync(_simulate(base, sender, to, text, timeout))
+    for reply in replies:
+        click.echo(reply)
+
+
+async def _simulate(
+    base: str, sender: str, to: str | None, text: str, wait_seconds: float
+) -> list[str]:
+    body: dict[str, Any] = {"from": sender, "body": text}
+    if to:
+        body["to"] = to
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        try:
+            async with http.post(f"{base}/webhooks/console/sms", json=body) as response:
+                answer = await response.json(content_type=None)
+                if response.status == 404:
+                    raise click.ClickException(
+                        f"{base} does not take console texts (is SMSAGENT_SMS_PROVIDER=console?)"
+                    )
+                if response.status != 200:
+                    raise click.ClickException(_error_text(answer, response.status))
+        except aiohttp.ClientConnectionError as exc:
+            raise click.ClickException(
+                f"cannot reach {base}: is `smsagent serve` running?"
+            ) from exc
+        conversation_id, message_id = answer["conversation_id"], answer["message_id"]
+        deadline = time.monotonic() + wait_seconds
+        query = {"conversation_id": conversation_id, "after": message_id}
+        while time.monotonic() < deadline:
+            async with http.get(f"{base}/webhooks/console/replies", params=query) as response:
+                state = await response.json(content_type=None)
+            if state["replies"]:
+                return [r["body"] for r in state["replies"]]
+            await asyncio.sleep(0.25)
+    if state.get("mode") == "human":
+        click.echo("(no reply: this conversation is waiting for a person)", err=True)
+        return []
+    raise click.ClickException(
+        f"no reply within {wait_seconds:g}s (conversation {conversation_id})"
+    )
+
+
+@main.group()
+def transcripts() -> None:
+    """Read conversations: list them, show one whole."""
+
+
+@transcripts.command("list")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def transcripts_list(limit: int, as_json: bool) -> None:
+    """The newest conversations first."""
+    settings = load_settings()
+    items = _read(settings, lambda sessions: list_recent(sessions=sessions, limit=limit))
+    if as_json:
+        click.echo(json.dumps([i.model_dump(mode="json") for i in items], indent=2))
+    else:
+        render_list(items, zone=settings.timezone)
+
+
+@transcripts.command("show")
+@click.argument("conversation_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a transcript.")
+def transcripts_show(conversation_id: str, as_json: bool) -> None:
+    """One conversation: messages with delivery status, tool calls, events and agent runs."""
+    settings = load_settings()
+    try:
+        conversation = _read(
+            settings,
+            lambda sessions: load_conversation(sessions=sessions, conversation_id=conversation_id),
+        )
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from exc
+    if as_json:
+        click.echo(json.dumps(conversation.model_dump(mode="json"), indent=2))
+    else:
+        render_conversation(conversation, zone=settings.timezone)
+
+
+def _read(settings: Settings, query: Callable[[SessionFactory], Awaitable[T]]) -> T:
+    """Run a read-only query against the configured database."""
+    path = settings.sqlite_path()
+    if path is not None and not Path(path).exists():
+        raise click.ClickException(f"no database at {path}: start the service once with `serve`")
+    return run_sync(_query(settings, query))
+
+
+async def _query(settings: Settings, query: Callable[[SessionFactory], Awaitable[T]]) -> T:
+    engine = create_engine(settings.database_url, schema=settings.database_schema)
+    try:
+        return await query(create_session_factory(engine))
+    finally:
+        await engine.dispose()
+
+
+def _local(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+
+
+def _error_text(answer: Any, status: int) -> str:
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        return f"{status}: {answer['error'].get('message')}"
+    return f"the service answered {status}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
