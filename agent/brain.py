@@ -12,11 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from langchain.agents import create_agent
-from langchain.agents.middleware import InputAgentState, ModelRequest, dynamic_prompt
+from langchain.agents.middleware import (
+    AgentState,
+    InputAgentState,
+    ModelRequest,
+    after_model,
+    dynamic_prompt,
+)
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 from langgraph.errors import GraphRecursionError
+from langgraph.runtime import Runtime
 from pydantic import SecretStr
 
 from agent.context import TurnContext
@@ -54,12 +61,27 @@ def _system_prompt(request: ModelRequest[TurnContext]) -> str:
     return request.runtime.context.system_prompt
 
 
+@after_model(can_jump_to=["model"])
+def _retry_malformed_calls(
+    state: AgentState[Any], runtime: Runtime[TurnContext]
+) -> dict[str, Any] | None:
+    """A reply made only of unparseable tool calls would end the turn silently. Send the model
+    back instead: it is shown each call's error (LangChain answers them) and can try again."""
+    last = state["messages"][-1]
+    if isinstance(last, AIMessage) and last.invalid_tool_calls and not last.tool_calls:
+        return {"jump_to": "model"}
+    return None
+
+
 class AgentBrain:
     def __init__(self, model: BaseChatModel, *, model_name: str, max_steps: int) -> None:
         self.model_name = model_name
         self._max_steps = max_steps
         self._agent = create_agent(
-            model, list(TOOLS), middleware=[_system_prompt], context_schema=TurnContext
+            model,
+            list(TOOLS),
+            middleware=[_system_prompt, _retry_malformed_calls],
+            context_schema=TurnContext,
         )
 
     async def think(self, context: TurnContext, history: Sequence[Turn]) -> Thought:

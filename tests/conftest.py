@@ -26,7 +26,7 @@ async def _pg_unavailable() -> str | None:
             conn = await asyncpg.connect(PG_DSN, timeout=3)
             await conn.close()
             _pg_state["reason"] = None
-        except Exception as exc:  # noqa: BLE001 - any failure means: skip, saying why
+        except Exception as exc:
             _pg_state["reason"] = f"PostgreSQL at {PG_DSN} does not answer: {exc!r}"
     return _pg_state["reason"]
 

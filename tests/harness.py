@@ -10,12 +10,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDictProxy
+from sqlmodel import SQLModel
 from twilio.request_validator import RequestValidator
 
 from agent.settings import Settings
 from agent.transcripts import load_conversation
 from storage.engine import create_engine, create_session_factory
-from storage.models import SQLModel
 from webhooks.app import create_app
 
 API_KEY = "test-api-key-0123456789"
@@ -47,7 +48,7 @@ def base_settings(db: Database, **overrides: Any) -> Settings:
         "llm_max_retries": 0,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 class Service:
@@ -79,7 +80,7 @@ class Service:
         data: Any = None,
         headers: dict[str, str] | None = None,
         auth: bool = True,
-    ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+    ) -> tuple[int, Any, CIMultiDictProxy[str]]:
         assert self.http is not None
         all_headers = {"Authorization": f"Bearer {API_KEY}"} if auth else {}
         all_headers.update(headers or {})
@@ -129,7 +130,8 @@ class Service:
         signature_url: str | None = None,
         signature: str | None = None,
     ) -> tuple[int, str, float]:
-        assert self.http is not None and self.settings.twilio_auth_token is not None
+        assert self.http is not None
+        assert self.settings.twilio_auth_token is not None
         token = self.settings.twilio_auth_token.get_secret_value()
         signed_url = signature_url or f"{PUBLIC_URL}{path}"
         if signature is None:
@@ -148,14 +150,14 @@ class Service:
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool]], *, within: float = 10.0, what: str = "condition"
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await check():
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 async def read_conversation(db: Database, conversation_id: str) -> Any:
@@ -179,3 +181,17 @@ async def count_rows(db: Database, table: str) -> int:
             return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())  # noqa: S608
     finally:
         await engine.dispose()
+
+
+async def post_signed(
+    http: aiohttp.ClientSession,
+    url: str,
+    params: dict[str, str],
+    *,
+    auth_token: str,
+    signed_url: str,
+) -> tuple[int, str]:
+    """POST a form signed the way Twilio signs it, with Twilio's own code."""
+    signature = RequestValidator(auth_token).compute_signature(signed_url, params)
+    async with http.post(url, data=params, headers={"X-Twilio-Signature": signature}) as response:
+        return response.status, await response.text()
