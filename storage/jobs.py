@@ -11,16 +11,18 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import func, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Job, JobStatus
+from storage.models import ACTIVE_JOB_PREDICATE, Job, JobStatus
 from storage.types import utcnow
 
-_ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
-_ACTIVE_WHERE = col(Job.status).in_(_ACTIVE)
+# Written out, not bound: PostgreSQL matches ON CONFLICT to the partial index by its predicate,
+# and with bound parameters that match fails once a prepared statement goes to a generic plan
+# (from its sixth execution on).
+_ACTIVE_WHERE = text(ACTIVE_JOB_PREDICATE)
 
 
 async def enqueue(

@@ -67,6 +67,10 @@ class JobStatus(StrEnum):
     FAILED = "failed"
 
 
+# Jobs still to run or running; a literal so the partial index and ON CONFLICT agree on it.
+ACTIVE_JOB_PREDICATE = "status IN ('queued', 'running')"
+
+
 def _created() -> Any:
     return Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -226,8 +230,8 @@ class Job(SQLModel, table=True):
             "uq_jobs_active_key",
             "key",
             unique=True,
-            sqlite_where=text("status IN ('queued', 'running')"),
-            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text(ACTIVE_JOB_PREDICATE),
+            postgresql_where=text(ACTIVE_JOB_PREDICATE),
         ),
         Index("ix_jobs_due", "status", "run_at"),
     )
