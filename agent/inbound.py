@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from agent.deps import Deps
 from agent.phones import mask_phone
 from storage import conversations, jobs, messages
@@ -38,63 +40,86 @@ def turn_key(conversation_id: str) -> str:
     return f"turn:{conversation_id}"
 
 
+class _Duplicate(Exception):
+    """Rolls back a transaction that met a message it already has."""
+
+
 async def accept_inbound(deps: Deps, inbound: InboundSms) -> Accepted:
-    """Store the text and its turn job in one transaction; a repeated delivery changes nothing."""
-    async with deps.sessions() as session, session.begin():
-        existing = await messages.find_by_provider_id(
-            session=session,
-            provider=inbound.provider,
-            provider_message_id=inbound.provider_message_id,
-        )
-        if existing is not None:
-            return Accepted(None, existing.conversation_id, duplicate=True)
-        contact = await upsert_contact_by_phone(
-            session=session, workspace_id=deps.workspace_id, phone=inbound.from_number
-        )
-        conversation = await conversations.find_live_conversation(
-            session=session,
-            workspace_id=deps.workspace_id,
-            contact_id=contact.id,
-            sender_number=inbound.to_number,
-        )
-        if conversation is None:
-            conversation = await conversations.create_conversation(
+    """Store the text and its turn job in one transaction; a repeated delivery changes nothing.
+
+    Duplicates are found by the message insert itself (provider id is unique) rather than by a
+    look-up first: the common case pays one statement less, and a duplicate rolls back whole.
+    """
+    try:
+        async with deps.sessions() as session, session.begin():
+            message_id, conversation_id = await _store(deps, session, inbound)
+    except _Duplicate:
+        async with deps.sessions() as session:
+            existing = await messages.find_by_provider_id(
                 session=session,
-                workspace_id=deps.workspace_id,
-                contact_id=contact.id,
-                sender_number=inbound.to_number,
                 provider=inbound.provider,
+                provider_message_id=inbound.provider_message_id,
             )
-        message_id = await messages.insert_inbound(
-            session=session,
-            workspace_id=deps.workspace_id,
-            conversation_id=conversation.id,
-            body=inbound.body,
-            from_number=inbound.from_number,
-            to_number=inbound.to_number,
-            provider=inbound.provider,
-            provider_message_id=inbound.provider_message_id,
-            media_urls=inbound.media_urls,
+        assert existing is not None
+        log.info(
+            "inbound.duplicate message_id=%s provider=%s provider_id=%s",
+            existing.id,
+            inbound.provider,
+            inbound.provider_message_id,
         )
-        if message_id is None:  # a concurrent delivery of the same message won the race
-            return Accepted(None, conversation.id, duplicate=True)
-        await conversations.touch_conversation(session=session, conversation_id=conversation.id)
-        await jobs.enqueue(
-            session=session,
-            kind=TURN_JOB,
-            key=turn_key(conversation.id),
-            payload={"conversation_id": conversation.id},
-            run_at=utcnow() + timedelta(seconds=deps.settings.turn_quiet_seconds),
-            max_attempts=deps.settings.job_max_attempts,
-            fold=True,
-        )
+        return Accepted(None, existing.conversation_id, duplicate=True)
     log.info(
         "inbound.accepted message_id=%s conversation_id=%s provider=%s provider_id=%s from=%s",
         message_id,
-        conversation.id,
+        conversation_id,
         inbound.provider,
         inbound.provider_message_id,
         mask_phone(inbound.from_number),
     )
     deps.nudge()
-    return Accepted(message_id, conversation.id, duplicate=False)
+    return Accepted(message_id, conversation_id, duplicate=False)
+
+
+async def _store(deps: Deps, session: AsyncSession, inbound: InboundSms) -> tuple[str, str]:
+    contact = await upsert_contact_by_phone(
+        session=session, workspace_id=deps.workspace_id, phone=inbound.from_number
+    )
+    conversation = await conversations.find_live_conversation(
+        session=session,
+        workspace_id=deps.workspace_id,
+        contact_id=contact.id,
+        sender_number=inbound.to_number,
+    )
+    if conversation is None:
+        conversation = await conversations.create_conversation(
+            session=session,
+            workspace_id=deps.workspace_id,
+            contact_id=contact.id,
+            sender_number=inbound.to_number,
+            provider=inbound.provider,
+        )
+    else:
+        await conversations.touch_conversation(session=session, conversation_id=conversation.id)
+    message_id = await messages.insert_inbound(
+        session=session,
+        workspace_id=deps.workspace_id,
+        conversation_id=conversation.id,
+        body=inbound.body,
+        from_number=inbound.from_number,
+        to_number=inbound.to_number,
+        provider=inbound.provider,
+        provider_message_id=inbound.provider_message_id,
+        media_urls=inbound.media_urls,
+    )
+    if message_id is None:
+        raise _Duplicate
+    await jobs.enqueue(
+        session=session,
+        kind=TURN_JOB,
+        key=turn_key(conversation.id),
+        payload={"conversation_id": conversation.id},
+        run_at=utcnow() + timedelta(seconds=deps.settings.turn_quiet_seconds),
+        max_attempts=deps.settings.job_max_attempts,
+        fold=True,
+    )
+    return message_id, conversation.id

@@ -98,11 +98,11 @@ class SendHandler:
         async with deps.sessions() as session, session.begin():
             message = await messages.get_message(session=session, message_id=message_id)
             if message is None:
-                await jobs.finish(session=session, job_id=_id(job), lease_token=lease)
+                await jobs.finish(session=session, job_id=jobs.job_id(job), lease_token=lease)
                 return
             if message.status not in (MessageStatus.QUEUED, MessageStatus.SENDING):
                 # Settled already (a job re-run after its outcome was stored).
-                await jobs.finish(session=session, job_id=_id(job), lease_token=lease)
+                await jobs.finish(session=session, job_id=jobs.job_id(job), lease_token=lease)
                 return
             contact = await _recipient(session, message)
             refusal = _refusal(message, opted_out=contact.opted_out, blocked=contact.blocked)
@@ -145,7 +145,7 @@ class SendHandler:
                 status=status or MessageStatus.SENT,
                 provider_message_id=result.provider_message_id,
             )
-            await jobs.finish(session=session, job_id=_id(job), lease_token=lease)
+            await jobs.finish(session=session, job_id=jobs.job_id(job), lease_token=lease)
         log.info(
             "sms.sent message_id=%s conversation_id=%s provider=%s provider_id=%s to=%s",
             message.id,
@@ -164,7 +164,10 @@ class SendHandler:
                 await self._give_up(session, job, lease, message, "send_failed", error)
             else:
                 await jobs.finish(
-                    session=session, job_id=_id(job), lease_token=lease, status=JobStatus.FAILED
+                    session=session,
+                    job_id=jobs.job_id(job),
+                    lease_token=lease,
+                    status=JobStatus.FAILED,
                 )
 
     async def _failed(self, job: Job, lease: str, message: Message, exc: ProviderError) -> None:
@@ -178,7 +181,7 @@ class SendHandler:
                 )
                 await jobs.retry_later(
                     session=session,
-                    job_id=_id(job),
+                    job_id=jobs.job_id(job),
                     lease_token=lease,
                     run_at=utcnow() + timedelta(seconds=delay),
                     error=str(exc),
@@ -222,7 +225,7 @@ class SendHandler:
             error_code=code,
             error_message=reason,
         )
-        await jobs.finish(session=session, job_id=_id(job), lease_token=lease)
+        await jobs.finish(session=session, job_id=jobs.job_id(job), lease_token=lease)
         log.warning(
             "sms.not_sent message_id=%s conversation_id=%s code=%s",
             message.id,
@@ -258,8 +261,3 @@ async def _recipient(session: AsyncSession, message: Message) -> Contact:
     if contact is None:
         raise LookupError(f"no contact for message {message.id}")
     return contact
-
-
-def _id(job: Job) -> int:
-    assert job.id is not None
-    return job.id

@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=1.0, gt=0)
     # Texts arriving within this window are answered by one turn.
     turn_quiet_seconds: float = Field(default=1.5, ge=0)
-    job_lease_seconds: float = Field(default=120.0, gt=0)
+    # Renewed every third of itself while a job runs; after a crash, recovery waits this long.
+    job_lease_seconds: float = Field(default=30.0, gt=0)
     job_max_attempts: int = Field(default=6, ge=1)
     run_worker: bool = True
 

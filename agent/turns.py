@@ -106,7 +106,7 @@ class TurnHandler:
         snapshot = await self._load(str(job.payload["conversation_id"]))
         if snapshot is None or not snapshot.batch:
             async with deps.sessions() as session, session.begin():
-                await jobs.finish(session=session, job_id=_id(job), lease_token=lease)
+                await jobs.finish(session=session, job_id=jobs.job_id(job), lease_token=lease)
             return
         now = utcnow()
         classification = classify_batch([m.body for m in snapshot.batch])
@@ -136,7 +136,10 @@ class TurnHandler:
         if snapshot is None or not snapshot.batch:
             async with self._deps.sessions() as session, session.begin():
                 await jobs.finish(
-                    session=session, job_id=_id(job), lease_token=lease, status=JobStatus.FAILED
+                    session=session,
+                    job_id=jobs.job_id(job),
+                    lease_token=lease,
+                    status=JobStatus.FAILED,
                 )
             return
         classification = classify_batch([m.body for m in snapshot.batch])
@@ -226,7 +229,9 @@ class TurnHandler:
         batch_ids = [m.id for m in snapshot.batch]
         async with deps.sessions() as session, session.begin():
             if (
-                await jobs.lock_leased_job(session=session, job_id=_id(job), lease_token=lease)
+                await jobs.lock_leased_job(
+                    session=session, job_id=jobs.job_id(job), lease_token=lease
+                )
                 is None
             ):
                 log.warning("turn.lease_lost conversation_id=%s job_id=%s", conversation.id, job.id)
@@ -239,7 +244,7 @@ class TurnHandler:
             if {m.id for m in waiting} - set(batch_ids):
                 if run_id:
                     await events.finish_run(session=session, run_id=run_id, outcome="superseded")
-                await jobs.requeue(session=session, job_id=_id(job), lease_token=lease)
+                await jobs.requeue(session=session, job_id=jobs.job_id(job), lease_token=lease)
                 log.info("turn.superseded conversation_id=%s", conversation.id)
                 return
             if run_id is None:
@@ -276,7 +281,7 @@ class TurnHandler:
                 tool_calls=thought.tool_calls if thought else (),
                 error=error,
             )
-            await jobs.finish(session=session, job_id=_id(job), lease_token=lease)
+            await jobs.finish(session=session, job_id=jobs.job_id(job), lease_token=lease)
         log.info(
             "turn.done conversation_id=%s run_id=%s action=%s inbound=%d replied=%s",
             conversation.id,
@@ -353,8 +358,3 @@ def _llm_outcome(action: Action, thought: Thought) -> str:
     if action == Action.HANDOFF:
         return "step_limit" if thought.hit_step_limit else "no_reply"
     return "replied"
-
-
-def _id(job: Job) -> int:
-    assert job.id is not None
-    return job.id

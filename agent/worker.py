@@ -139,7 +139,7 @@ class Worker:
             async with self._sessions() as session, session.begin():
                 await jobs.retry_later(
                     session=session,
-                    job_id=job.id or 0,
+                    job_id=jobs.job_id(job),
                     lease_token=lease,
                     run_at=utcnow() + timedelta(seconds=delay),
                     error=error,
@@ -154,7 +154,7 @@ class Worker:
                 async with self._sessions() as session, session.begin():
                     held = await jobs.extend_lease(
                         session=session,
-                        job_id=job.id or 0,
+                        job_id=jobs.job_id(job),
                         lease_token=lease,
                         lease_seconds=self._lease_seconds,
                     )
@@ -169,7 +169,7 @@ class Worker:
         async with self._sessions() as session, session.begin():
             await jobs.finish(
                 session=session,
-                job_id=job.id or 0,
+                job_id=jobs.job_id(job),
                 lease_token=lease,
                 status=JobStatus.FAILED,
                 error=f"no handler for {job.kind!r}",

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Contact
-from storage.types import new_id, utcnow
+from storage.types import new_id, upsert_insert, utcnow
 
 # The columns a caller may set from outside; anything else is ours.
 CONTACT_FIELDS = ("first_name", "last_name", "email", "external_id", "date_of_birth", "timezone")
@@ -30,10 +29,8 @@ async def upsert_contact_by_phone(
     does not erase what the last one taught us.
     """
     now = utcnow()
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     await session.exec(
-        insert(Contact)
+        upsert_insert(session, Contact)
         .values(
             id=new_id("ct"),
             workspace_id=workspace_id,

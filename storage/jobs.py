@@ -12,12 +12,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import ACTIVE_JOB_PREDICATE, Job, JobStatus
-from storage.types import utcnow
+from storage.types import upsert_insert, utcnow
 
 # Written out, not bound: PostgreSQL matches ON CONFLICT to the partial index by its predicate,
 # and with bound parameters that match fails once a prepared statement goes to a generic plan
@@ -52,9 +51,7 @@ async def enqueue(
         "created_at": now,
         "updated_at": now,
     }
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(Job).values(**values)
+    stmt = upsert_insert(session, Job).values(**values)
     if fold:
         statement = stmt.on_conflict_do_update(
             index_elements=["key"],
@@ -215,3 +212,9 @@ def _held(job_id: int, lease_token: str) -> Any:
 
 def _changed(result: Any) -> bool:
     return bool(result.rowcount)
+
+
+def job_id(job: Job) -> int:
+    """A stored job's id (only unsaved rows lack one)."""
+    assert job.id is not None
+    return job.id

@@ -7,12 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Message, MessageDirection, MessageStatus
-from storage.types import new_id, utcnow
+from storage.types import new_id, upsert_insert, utcnow
 
 # Carriers report out of order; a status only ever moves to a later rank.
 STATUS_RANK: dict[str, int] = {
@@ -42,10 +41,8 @@ async def insert_inbound(
     """Store an inbound text once; None when this provider id was stored before (a retry)."""
     now = utcnow()
     message_id = new_id("msg")
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     result = await session.exec(
-        insert(Message)
+        upsert_insert(session, Message)
         .values(
             id=message_id,
             workspace_id=workspace_id,
@@ -66,7 +63,8 @@ async def insert_inbound(
         .on_conflict_do_nothing(index_elements=["provider", "provider_message_id"])
         .returning(col(Message.id))
     )
-    return result.scalar_one_or_none()
+    stored: str | None = result.scalar_one_or_none()
+    return stored
 
 
 async def find_by_provider_id(
