@@ -4,6 +4,8 @@ SQLite: one connection (a single writer; more connections only queue on the file
 p99 latency toward a second), WAL so readers in other processes never block it,
 `synchronous=NORMAL`, foreign keys on, and explicit BEGIN so a read-then-write is one transaction.
 PostgreSQL: asyncpg with a small pool, an optional schema as the search path.
+Both hide bound parameters from errors: they hold message bodies and phone numbers, and errors
+end up in logs.
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
     if schema:
         connect_args["server_settings"] = {"search_path": schema}
     return create_async_engine(
-        url, pool_size=8, max_overflow=4, pool_pre_ping=True, connect_args=connect_args
+        url,
+        pool_size=8,
+        max_overflow=4,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        hide_parameters=True,
     )
 
 
@@ -41,6 +48,7 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         max_overflow=0,
         pool_timeout=60,
         connect_args={"timeout": 30},
+        hide_parameters=True,
     )
 
     @event.listens_for(engine.sync_engine, "connect")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+
+import pytest
 
 from tests.fakes.llm_server import (
     ScriptedLLM,
@@ -212,3 +215,21 @@ async def test_garbage_tool_calls_change_nothing(
 
 async def _has(llm: ScriptedLLM, n: int) -> bool:
     return len(llm.requests) >= n
+
+
+async def test_logs_carry_ids_never_bodies_names_or_numbers(
+    service: Service, llm: ScriptedLLM, twilio: TwilioStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    _, started = await service.kickoff(**KICKOFF)
+    llm.script(tool_call("tag_contact", tag="anxious"), reply("See you Monday, Sarah!"))
+
+    await service.twilio_inbound("I'm nervous about the drill", sid="SM" + "4" * 32)
+    await twilio.wait_for_messages(2)
+    await asyncio.sleep(0.2)
+
+    logged = caplog.text
+    assert started["conversation_id"] in logged
+    assert started["message_id"] in logged
+    for secret in ("nervous", "See you Monday", "Sarah", "Johnson", PATIENT, "5551234"):
+        assert secret not in logged, secret
