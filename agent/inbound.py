@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from agent.deps import Deps
 from agent.phones import mask_phone
 from storage import conversations, jobs, messages
-from storage.contacts import upsert_contact_by_phone
+from storage.contacts import contact_id_for_phone
 from storage.types import utcnow
 
 log = logging.getLogger("smsagent.inbound")
@@ -81,29 +81,30 @@ async def accept_inbound(deps: Deps, inbound: InboundSms) -> Accepted:
 
 
 async def _store(deps: Deps, session: AsyncSession, inbound: InboundSms) -> tuple[str, str]:
-    contact = await upsert_contact_by_phone(
+    # Ids only, with Core statements: this runs for every text, inside the provider's timeout.
+    contact_id = await contact_id_for_phone(
         session=session, workspace_id=deps.workspace_id, phone=inbound.from_number
     )
-    conversation = await conversations.find_live_conversation(
+    conversation_id = await conversations.live_conversation_id(
         session=session,
         workspace_id=deps.workspace_id,
-        contact_id=contact.id,
+        contact_id=contact_id,
         sender_number=inbound.to_number,
     )
-    if conversation is None:
-        conversation = await conversations.create_conversation(
+    if conversation_id is None:
+        conversation_id = await conversations.insert_conversation(
             session=session,
             workspace_id=deps.workspace_id,
-            contact_id=contact.id,
+            contact_id=contact_id,
             sender_number=inbound.to_number,
             provider=inbound.provider,
         )
     else:
-        await conversations.touch_conversation(session=session, conversation_id=conversation.id)
+        await conversations.touch_conversation(session=session, conversation_id=conversation_id)
     message_id = await messages.insert_inbound(
         session=session,
         workspace_id=deps.workspace_id,
-        conversation_id=conversation.id,
+        conversation_id=conversation_id,
         body=inbound.body,
         from_number=inbound.from_number,
         to_number=inbound.to_number,
@@ -116,10 +117,10 @@ async def _store(deps: Deps, session: AsyncSession, inbound: InboundSms) -> tupl
     await jobs.enqueue(
         session=session,
         kind=TURN_JOB,
-        key=turn_key(conversation.id),
-        payload={"conversation_id": conversation.id},
+        key=turn_key(conversation_id),
+        payload={"conversation_id": conversation_id},
         run_at=utcnow() + timedelta(seconds=deps.settings.turn_quiet_seconds),
         max_attempts=deps.settings.job_max_attempts,
         fold=True,
     )
-    return message_id, conversation.id
+    return message_id, conversation_id

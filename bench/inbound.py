@@ -1,32 +1,29 @@
 """How fast a signed Twilio inbound is accepted: verified, stored with its job, answered 200.
 
-The baseline is the HTTP floor on the same machine in the same run: an aiohttp handler that
-parses the same form and returns the same TwiML, with no signature check and no database.
-Targets and baseline alternate round by round so machine noise hits both alike; the figures
-are medians over rounds. The worker is off, so only the webhook path is measured.
+Each target is its own process, as deployed: `smsagent serve` with the worker off (so only the
+webhook path is measured) on SQLite and on PostgreSQL, and the baseline, `bench.floor`, an aiohttp
+server that parses the same form and returns the same TwiML with no signature check and no
+database: the HTTP floor of this machine. The load comes from this process. Targets alternate
+round by round so machine noise hits all alike; figures are medians over rounds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import asyncpg
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from twilio.request_validator import RequestValidator
 
-from agent.settings import Settings
-from webhooks.app import create_app
-from webhooks.inbound import EMPTY_TWIML
-
+ROOT = Path(__file__).resolve().parent.parent
 PUBLIC_URL = "https://bench.example.test"
 AUTH_TOKEN = "bench-auth-token"  # noqa: S105 - signs loopback requests only
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -39,26 +36,62 @@ class Result:
     p99_ms: float
 
 
-def _settings(url: str, schema: str | None) -> Settings:
-    return Settings(
-        database_url=url,
-        database_schema=schema,
-        sms_provider="twilio",
-        public_url=PUBLIC_URL,
-        twilio_account_sid="AC" + "0" * 32,
-        twilio_auth_token=AUTH_TOKEN,
-        run_worker=False,
-    )
+def _serve_env(database_url: str, schema: str | None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "SMSAGENT_DATABASE_URL": database_url,
+        "SMSAGENT_SMS_PROVIDER": "twilio",
+        "SMSAGENT_PUBLIC_URL": PUBLIC_URL,
+        "SMSAGENT_TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "SMSAGENT_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "SMSAGENT_RUN_WORKER": "false",
+        "SMSAGENT_LOG_LEVEL": "WARNING",
+    }
+    if schema:
+        env["SMSAGENT_DATABASE_SCHEMA"] = schema
+    return env
 
 
-def _floor_app() -> web.Application:
-    async def handler(request: web.Request) -> web.Response:
-        await request.post()
-        return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+class Target:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], port: int) -> None:
+        self.name, self.args, self.env, self.port = name, args, env, port
+        self.process: asyncio.subprocess.Process | None = None
 
-    app = web.Application()
-    app.router.add_post("/webhooks/twilio/sms", handler)
-    return app
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/webhooks/twilio/sms"
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *self.args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    async def stop(self) -> None:
+        if self.process and self.process.returncode is None:
+            self.process.terminate()
+            await self.process.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _requests(n: int) -> list[tuple[dict[str, str], str]]:
@@ -105,44 +138,42 @@ async def _load(url: str, requests: list[tuple[dict[str, str], str]], concurrenc
     )
 
 
-async def _serve(app: web.Application) -> TestServer:
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    return server
-
-
 async def run(*, requests: int, concurrency: int, rounds: int, postgres: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        targets: dict[str, Callable[[], Awaitable[web.Application]]] = {}
-        sqlite_url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-
-        async def sqlite_app() -> web.Application:
-            return create_app(_settings(sqlite_url, None))
-
-        targets["sqlite"] = sqlite_app
+        targets = [
+            Target("floor", ["-m", "bench.floor", str(port := _free_port())], {**os.environ}, port)
+        ]
+        serve = ["-m", "webhooks.cli", "serve"]
+        sqlite_env = _serve_env(f"sqlite:///{Path(tmp) / 'bench.db'}", None)
+        targets.append(
+            Target(
+                "sqlite", serve, {**sqlite_env, "SMSAGENT_PORT": str(port := _free_port())}, port
+            )
+        )
         schema = f"bench_{secrets.token_hex(4)}"
         if postgres and await _pg_answers():
-
-            async def pg_app() -> web.Application:
-                return create_app(
-                    _settings(PG_DSN.replace("postgresql://", "postgresql+asyncpg://"), schema)
+            pg_env = _serve_env(PG_DSN, schema)
+            targets.append(
+                Target(
+                    "postgresql",
+                    serve,
+                    {**pg_env, "SMSAGENT_PORT": str(port := _free_port())},
+                    port,
                 )
-
-            targets["postgresql"] = pg_app
-
-        servers = {"floor": await _serve(_floor_app())}
-        for name, make in targets.items():
-            servers[name] = await _serve(await make())
-        results: dict[str, list[Result]] = {name: [] for name in servers}
+            )
+        results: dict[str, list[Result]] = {t.name: [] for t in targets}
         try:
+            for target in targets:
+                await target.start()
             for _ in range(rounds):
-                for name, server in servers.items():
-                    url = str(server.make_url("/webhooks/twilio/sms"))
-                    results[name].append(await _load(url, _requests(requests), concurrency))
+                for target in targets:
+                    results[target.name].append(
+                        await _load(target.url, _requests(requests), concurrency)
+                    )
         finally:
-            for server in servers.values():
-                await server.close()
-            if "postgresql" in targets:
+            for target in targets:
+                await target.stop()
+            if postgres:
                 await _drop_schema(schema)
     _report(results, requests=requests, concurrency=concurrency, rounds=rounds)
 
@@ -186,7 +217,10 @@ async def _pg_answers() -> bool:
 
 
 async def _drop_schema(schema: str) -> None:
-    conn = await asyncpg.connect(PG_DSN)
+    try:
+        conn = await asyncpg.connect(PG_DSN, timeout=3)
+    except Exception:
+        return
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:

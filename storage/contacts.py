@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Contact
@@ -65,6 +65,33 @@ async def upsert_contact_by_phone(
         contact.updated_at = now
         await session.flush()
     return contact
+
+
+async def contact_id_for_phone(*, session: AsyncSession, workspace_id: str, phone: str) -> str:
+    """The id of the contact with `phone`, created if new: one statement, no row objects.
+
+    The inbound hot path needs only the id; the no-op update makes RETURNING answer for an
+    existing row too, and takes its row lock, so concurrent texts from one number queue here.
+    """
+    now = utcnow()
+    stmt = upsert_insert(session, Contact).values(
+        id=new_id("ct"),
+        workspace_id=workspace_id,
+        phone=phone,
+        custom_fields={},
+        tags=[],
+        opted_out=False,
+        blocked=False,
+        created_at=now,
+        updated_at=now,
+    )
+    result = await session.exec(
+        stmt.on_conflict_do_update(
+            index_elements=["workspace_id", "phone"], set_={"phone": stmt.excluded.phone}
+        ).returning(col(Contact.id))
+    )
+    contact_id: str = result.scalar_one()
+    return contact_id
 
 
 async def get_contact(*, session: AsyncSession, contact_id: str) -> Contact | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, update
+from sqlalchemy import func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -30,6 +30,52 @@ async def find_live_conversation(
         .limit(1)
     )
     return result.first()
+
+
+async def live_conversation_id(
+    *, session: AsyncSession, workspace_id: str, contact_id: str, sender_number: str
+) -> str | None:
+    """Like `find_live_conversation`, for the hot path: the id only."""
+    result = await session.exec(
+        select(Conversation.id)
+        .where(
+            Conversation.workspace_id == workspace_id,
+            Conversation.contact_id == contact_id,
+            Conversation.sender_number == sender_number,
+            col(Conversation.status).in_(_LIVE),
+        )
+        .order_by(col(Conversation.created_at).desc())
+        .limit(1)
+    )
+    return result.first()
+
+
+async def insert_conversation(
+    *,
+    session: AsyncSession,
+    workspace_id: str,
+    contact_id: str,
+    sender_number: str,
+    provider: str,
+) -> str:
+    """A new open conversation, by one INSERT and no row object; its id."""
+    now = utcnow()
+    conversation_id = new_id("conv")
+    await session.exec(
+        insert(Conversation).values(
+            id=conversation_id,
+            workspace_id=workspace_id,
+            contact_id=contact_id,
+            sender_number=sender_number,
+            provider=provider,
+            status=ConversationStatus.OPEN,
+            mode=ConversationMode.AGENT,
+            created_at=now,
+            updated_at=now,
+            last_message_at=now,
+        )
+    )
+    return conversation_id
 
 
 async def create_conversation(
