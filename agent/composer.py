@@ -9,6 +9,7 @@ keeps the body within a segment budget, counting segments exactly as carriers pa
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from collections.abc import Collection, Iterator
@@ -528,6 +529,8 @@ def compose_sms(
     """
     if max_segments < 1:
         raise ValueError("max_segments must be at least 1")
+    # Some model servers (llama.cpp among them) send HTML entities such as &#39; for quotes.
+    text = html.unescape(text)
     if not text.strip():
         raise ValueError("cannot compose an SMS from blank text")
     body = normalize_gsm(strip_markdown(text))

@@ -12,10 +12,17 @@ from datetime import timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from agent.composer import compose_sms, count_segments, estimate_cost, normalize_gsm
+from agent.composer import (
+    ComposedSms,
+    compose_sms,
+    count_segments,
+    estimate_cost,
+    normalize_gsm,
+)
 from agent.deps import Deps
 from agent.phones import mask_phone
 from agent.providers import OutboundSms, ProviderError
+from agent.settings import Settings
 from storage import contacts, conversations, events, jobs, messages
 from storage.models import Contact, Job, JobStatus, Message, MessageAuthor, MessageStatus
 from storage.types import utcnow
@@ -25,6 +32,18 @@ log = logging.getLogger("smsagent.outbox")
 SEND_JOB = "send"
 # Longest text a business may send in one message (carriers concatenate up to 10 segments).
 MAX_API_BODY = 1600
+
+
+def compose_reply(settings: Settings, text: str) -> ComposedSms | None:
+    """The model's text as an SMS, or None when nothing sendable is left of it."""
+    try:
+        return compose_sms(
+            text,
+            max_segments=settings.sms_max_segments,
+            allowed_link_hosts=settings.sms_allowed_link_hosts,
+        )
+    except ValueError:
+        return None
 
 
 def send_key(message_id: str) -> str:
@@ -43,19 +62,15 @@ async def queue_text(
     text: str,
     author: MessageAuthor,
     agent_run_id: str | None = None,
+    composed: ComposedSms | None = None,
 ) -> Message:
-    """Compose `text` and queue it for delivery, in the caller's transaction.
+    """Queue a text for delivery, in the caller's transaction.
 
-    Model text is composed (markdown stripped, links allow-listed, segment budget kept);
+    Model text arrives `composed` (markdown stripped, links allow-listed, segment budget kept);
     text from the business or a person is sent as written, only normalised to GSM-7.
     """
     settings = deps.settings
-    if author == MessageAuthor.AGENT:
-        composed = compose_sms(
-            text,
-            max_segments=settings.sms_max_segments,
-            allowed_link_hosts=settings.sms_allowed_link_hosts,
-        )
+    if composed is not None:
         body, encoding, segments = composed.body, composed.encoding, composed.segments
     else:
         body = normalize_gsm(text).strip()

@@ -16,10 +16,11 @@ from enum import StrEnum
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from agent.brain import Thought, Turn
+from agent.composer import ComposedSms
 from agent.context import TurnContext
 from agent.deps import Deps
 from agent.fastpath import Classification, Keyword, classify_batch
-from agent.outbox import queue_text
+from agent.outbox import compose_reply, queue_text
 from agent.prompting import contact_zone, reply_text, system_prompt
 from storage import appointments, contacts, conversations, events, jobs, messages
 from storage.models import (
@@ -112,6 +113,7 @@ class TurnHandler:
         classification = classify_batch([m.body for m in snapshot.batch])
         action = decide(snapshot, classification, llm=deps.brain is not None, now=now)
         thought: Thought | None = None
+        composed: ComposedSms | None = None
         run_id: str | None = None
         error: str | None = None
         if action == Action.LLM:
@@ -126,9 +128,12 @@ class TurnHandler:
                     await self._close_run(run_id, outcome="error", error=error)
                     raise
                 log.exception("turn.llm_failed conversation_id=%s", snapshot.conversation.id)
-            if thought is None or not thought.reply:
+            composed = compose_reply(deps.settings, thought.reply) if thought else None
+            if composed is None:
                 action = Action.HANDOFF
-        await self._commit(job, lease, snapshot, action, classification, thought, run_id, error)
+        await self._commit(
+            job, lease, snapshot, action, classification, thought, run_id, error, composed
+        )
 
     async def exhausted(self, job: Job, lease: str, error: str) -> None:
         """Out of attempts: a person takes over, and the customer hears so."""
@@ -143,7 +148,9 @@ class TurnHandler:
                 )
             return
         classification = classify_batch([m.body for m in snapshot.batch])
-        await self._commit(job, lease, snapshot, Action.HANDOFF, classification, None, None, error)
+        await self._commit(
+            job, lease, snapshot, Action.HANDOFF, classification, None, None, error, None
+        )
 
     async def _load(self, conversation_id: str) -> Snapshot | None:
         deps = self._deps
@@ -223,6 +230,7 @@ class TurnHandler:
         thought: Thought | None,
         run_id: str | None,
         error: str | None,
+        composed: ComposedSms | None,
     ) -> None:
         deps = self._deps
         conversation = snapshot.conversation
@@ -269,6 +277,7 @@ class TurnHandler:
                     text=text,
                     author=MessageAuthor.AGENT if action == Action.LLM else MessageAuthor.SYSTEM,
                     agent_run_id=run_id,
+                    composed=composed if action == Action.LLM else None,
                 )
             await messages.mark_handled(session=session, message_ids=batch_ids, agent_run_id=run_id)
             await events.finish_run(

@@ -436,3 +436,9 @@ def test_estimate_cost(segments: int, per_segment_cents: float, cents: float) ->
 def test_estimate_cost_rejects_negative() -> None:
     with pytest.raises(ValueError, match="negative"):
         estimate_cost(-1, per_segment_cents=0.83)
+
+
+def test_html_entities_from_model_servers_are_unescaped() -> None:
+    composed = compose_sms("I&#39;m sorry &amp; we&#x27;ll call you")
+    assert composed.body == "I'm sorry & we'll call you"
+    assert composed.encoding == Encoding.GSM7

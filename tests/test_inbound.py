@@ -233,3 +233,19 @@ async def test_logs_carry_ids_never_bodies_names_or_numbers(
     assert started["message_id"] in logged
     for secret in ("nervous", "See you Monday", "Sarah", "Johnson", PATIENT, "5551234"):
         assert secret not in logged, secret
+
+
+async def test_a_reply_with_nothing_sendable_hands_off_instead(
+    service: Service, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    _, started = await service.kickoff(**KICKOFF)
+    llm.script(reply("https://evil.example.com/pay-now"))
+
+    await service.twilio_inbound("how do I pay?", sid="SM" + "3" * 32)
+
+    await twilio.wait_for_messages(2)
+    assert "get back to you shortly" in twilio.messages[1]["Body"]
+    assert "evil" not in twilio.messages[1]["Body"]
+    thread = await service.conversation(started["conversation_id"])
+    assert thread["mode"] == "human"
+    assert thread["agent_runs"][-1]["outcome"] == "no_reply"
