@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Contact
@@ -28,29 +28,9 @@ async def upsert_contact_by_phone(
     Fields that are None are left as they were: a kickoff that knows less than the last one
     does not erase what the last one taught us.
     """
-    now = utcnow()
-    await session.exec(
-        upsert_insert(session, Contact)
-        .values(
-            id=new_id("ct"),
-            workspace_id=workspace_id,
-            phone=phone,
-            custom_fields={},
-            tags=[],
-            opted_out=False,
-            blocked=False,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["workspace_id", "phone"])
-    )
-    result = await session.exec(
-        select(Contact)
-        .where(Contact.workspace_id == workspace_id, Contact.phone == phone)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    contact = result.one()
+    contact_id = await contact_id_for_phone(session=session, workspace_id=workspace_id, phone=phone)
+    contact = await session.get(Contact, contact_id, with_for_update=True, populate_existing=True)
+    assert contact is not None
     changed = False
     for name, value in (fields or {}).items():
         if name not in CONTACT_FIELDS:
@@ -62,7 +42,7 @@ async def upsert_contact_by_phone(
         contact.custom_fields = {**contact.custom_fields, **custom_fields}
         changed = True
     if changed:
-        contact.updated_at = now
+        contact.updated_at = utcnow()
         await session.flush()
     return contact
 

@@ -14,28 +14,10 @@ from storage.types import new_id, utcnow
 _LIVE = (ConversationStatus.OPEN, ConversationStatus.PENDING)
 
 
-async def find_live_conversation(
-    *, session: AsyncSession, workspace_id: str, contact_id: str, sender_number: str
-) -> Conversation | None:
-    """The newest conversation that is not closed between this contact and this number."""
-    result = await session.exec(
-        select(Conversation)
-        .where(
-            Conversation.workspace_id == workspace_id,
-            Conversation.contact_id == contact_id,
-            Conversation.sender_number == sender_number,
-            col(Conversation.status).in_(_LIVE),
-        )
-        .order_by(col(Conversation.created_at).desc())
-        .limit(1)
-    )
-    return result.first()
-
-
 async def live_conversation_id(
     *, session: AsyncSession, workspace_id: str, contact_id: str, sender_number: str
 ) -> str | None:
-    """Like `find_live_conversation`, for the hot path: the id only."""
+    """The newest conversation that is not closed between this contact and this number."""
     result = await session.exec(
         select(Conversation.id)
         .where(

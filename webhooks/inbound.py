@@ -9,10 +9,10 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agent.delivery import record_delivery
 from agent.inbound import InboundSms, accept_inbound
 from agent.phones import InvalidPhoneNumber, normalize_phone
 from agent.transcripts import load_conversation
-from storage import messages
 from storage.models import MessageDirection, MessageStatus
 from webhooks.errors import HttpError, read_json
 from webhooks.keys import DEPS, SETTINGS
@@ -74,34 +74,13 @@ async def twilio_status(request: web.Request) -> web.Response:
     if not sid or status is None:
         # Statuses we do not track (e.g. "receiving") are acknowledged and dropped.
         return web.Response(status=204)
-    deps = request.app[DEPS]
-    message_id = request.query.get("message_id")
-    async with deps.sessions() as session, session.begin():
-        message = (
-            await messages.get_message(session=session, message_id=message_id)
-            if message_id
-            else None
-        )
-        if message is None or message.provider != "twilio":
-            message = await messages.find_by_provider_id(
-                session=session, provider="twilio", provider_message_id=sid
-            )
-        if message is None or message.direction != MessageDirection.OUTBOUND:
-            log.info("twilio.status_unmatched provider_id=%s status=%s", sid, raw)
-            return web.Response(status=204)
-        moved = await messages.advance_status(
-            session=session,
-            message_id=message.id,
-            status=MessageStatus(status),
-            provider_message_id=sid,
-            error_code=params.get("ErrorCode") or None,
-        )
-    log.info(
-        "twilio.status message_id=%s provider_id=%s status=%s applied=%s",
-        message.id,
-        sid,
-        raw,
-        moved,
+    await record_delivery(
+        request.app[DEPS],
+        provider="twilio",
+        provider_message_id=sid,
+        status=MessageStatus(status),
+        message_id=request.query.get("message_id"),
+        error_code=params.get("ErrorCode") or None,
     )
     return web.Response(status=204)
 
