@@ -59,7 +59,7 @@ async def start_conversation(deps: Deps, request: KickoffRequest) -> KickoffResu
         await conversations.close_live_conversations(
             session=session, workspace_id=workspace.id, contact_id=contact.id, sender_number=sender
         )
-        conversation = await conversations.create_conversation(
+        conversation_id = await conversations.insert_conversation(
             session=session,
             workspace_id=workspace.id,
             contact_id=contact.id,
@@ -72,29 +72,29 @@ async def start_conversation(deps: Deps, request: KickoffRequest) -> KickoffResu
             deps,
             session=session,
             workspace_id=workspace.id,
-            conversation_id=conversation.id,
+            conversation_id=conversation_id,
             sender=sender,
             to=contact.phone,
-            provider=conversation.provider,
+            provider=settings.sms_provider,
             text=request.message,
             author=MessageAuthor.API,
         )
         await events.add_event(
             session=session,
             workspace_id=workspace.id,
-            conversation_id=conversation.id,
+            conversation_id=conversation_id,
             type="conversation.started",
             data={"source": "api", "appointment_id": appointment_id},
         )
     log.info(
         "kickoff.queued conversation_id=%s message_id=%s to=%s",
-        conversation.id,
+        conversation_id,
         message.id,
         mask_phone(contact.phone),
     )
     deps.nudge()
     return KickoffResult(
-        conversation_id=conversation.id,
+        conversation_id=conversation_id,
         message_id=message.id,
         status=message.status,
         segments=message.segments,

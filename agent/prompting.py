@@ -29,7 +29,8 @@ def _replies() -> dict[str, str]:
 def format_when(moment: datetime, zone: str) -> str:
     """'Tue, Mar 10 at 3:00 PM' in the given zone."""
     local = moment.astimezone(ZoneInfo(zone))
-    return f"{local:%a, %b} {local.day} at {local:%I:%M %p}".replace(" 0", " ")
+    hour = local.hour % 12 or 12
+    return f"{local:%a, %b} {local.day} at {hour}:{local:%M %p}"
 
 
 def describe_appointment(appointment: Appointment | None, zone: str) -> str:

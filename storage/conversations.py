@@ -39,6 +39,8 @@ async def insert_conversation(
     contact_id: str,
     sender_number: str,
     provider: str,
+    appointment_id: str | None = None,
+    context: str | None = None,
 ) -> str:
     """A new open conversation, by one INSERT and no row object; its id."""
     now = utcnow()
@@ -50,6 +52,8 @@ async def insert_conversation(
             contact_id=contact_id,
             sender_number=sender_number,
             provider=provider,
+            appointment_id=appointment_id,
+            context=context,
             status=ConversationStatus.OPEN,
             mode=ConversationMode.AGENT,
             created_at=now,
@@ -58,30 +62,6 @@ async def insert_conversation(
         )
     )
     return conversation_id
-
-
-async def create_conversation(
-    *,
-    session: AsyncSession,
-    workspace_id: str,
-    contact_id: str,
-    sender_number: str,
-    provider: str,
-    appointment_id: str | None = None,
-    context: str | None = None,
-) -> Conversation:
-    conversation = Conversation(
-        id=new_id("conv"),
-        workspace_id=workspace_id,
-        contact_id=contact_id,
-        sender_number=sender_number,
-        provider=provider,
-        appointment_id=appointment_id,
-        context=context,
-    )
-    session.add(conversation)
-    await session.flush()
-    return conversation
 
 
 async def close_live_conversations(

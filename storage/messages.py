@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
@@ -202,12 +201,10 @@ async def advance_status(
     return False
 
 
-async def set_status(
-    *, session: AsyncSession, message_id: str, status: MessageStatus, at: datetime | None = None
-) -> None:
+async def set_status(*, session: AsyncSession, message_id: str, status: MessageStatus) -> None:
     """Set a status regardless of rank: only for our own bookkeeping before a send."""
     await session.exec(
         update(Message)
         .where(col(Message.id) == message_id)
-        .values(status=status, updated_at=at or utcnow())
+        .values(status=status, updated_at=utcnow())
     )

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
+from sqlalchemy import text
 from sqlmodel import SQLModel
 from twilio.request_validator import RequestValidator
 
@@ -172,8 +173,6 @@ async def read_conversation(db: Database, conversation_id: str) -> Any:
 
 
 async def count_rows(db: Database, table: str) -> int:
-    from sqlalchemy import text
-
     assert table in SQLModel.metadata.tables
     engine = create_engine(db.url, schema=db.schema)
     try:

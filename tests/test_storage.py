@@ -121,7 +121,7 @@ async def test_inbound_is_stored_once_and_statuses_only_move_forward(
         contact = await contacts.upsert_contact_by_phone(
             session=session, workspace_id="ws_test", phone="+13105551234"
         )
-        conversation = await conversations.create_conversation(
+        conversation_id = await conversations.insert_conversation(
             session=session,
             workspace_id="ws_test",
             contact_id=contact.id,
@@ -130,7 +130,7 @@ async def test_inbound_is_stored_once_and_statuses_only_move_forward(
         )
     fields = {
         "workspace_id": "ws_test",
-        "conversation_id": conversation.id,
+        "conversation_id": conversation_id,
         "body": "hi",
         "from_number": "+13105551234",
         "to_number": "+15550001111",
@@ -148,7 +148,7 @@ async def test_inbound_is_stored_once_and_statuses_only_move_forward(
         outbound = await messages.add_outbound(
             session=session,
             workspace_id="ws_test",
-            conversation_id=conversation.id,
+            conversation_id=conversation_id,
             author="agent",
             body="hello",
             from_number="+15550001111",
