@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from agent.providers import SmsProvider
 from agent.settings import Settings
+from storage.batching import GroupCommit
 from storage.engine import SessionFactory
+from storage.inbound import InboundRow, Stored
+from storage.jobs import Lease
 
 if TYPE_CHECKING:
     from agent.brain import Brain
@@ -19,21 +24,43 @@ DEFAULT_WORKSPACE_ID = "ws_default"
 
 @dataclass
 class Nudge:
-    """Tells the worker new work is waiting, so it need not wait for its next poll."""
+    """Tells the worker's lanes new work is waiting, so they need not wait for their next poll."""
 
-    event: asyncio.Event = field(default_factory=asyncio.Event)
+    _events: list[asyncio.Event] = field(default_factory=list)
 
-    def __call__(self) -> None:
-        self.event.set()
+    def subscribe(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._events.append(event)
+        return event
+
+    def __call__(self, kind: str = "") -> None:
+        for event in self._events:
+            event.set()
+
+
+@dataclass
+class Dispatch:
+    """Runs a job born leased to this process (a reply just composed) without a queue trip.
+    Until a worker takes the role, such jobs wait for their lease to lapse and run from there."""
+
+    run_now: Callable[[Lease], None] | None = None
+
+    def __call__(self, lease: Lease) -> None:
+        if self.run_now is not None:
+            self.run_now(lease)
 
 
 @dataclass(frozen=True)
 class Deps:
     settings: Settings
-    sessions: SessionFactory
+    engine: AsyncEngine  # the writer; hand-written SQL on the hot paths goes here
+    sessions: SessionFactory  # read-write sessions on the writer
+    reads: SessionFactory  # read-only snapshots (their own connections on SQLite)
     providers: Mapping[str, SmsProvider]
     brain: Brain | None
     nudge: Nudge
+    inbound: GroupCommit[InboundRow, Stored]
+    dispatch: Dispatch = field(default_factory=Dispatch)
     workspace_id: str = DEFAULT_WORKSPACE_ID
 
     def provider(self, name: str) -> SmsProvider | None:

@@ -1,22 +1,21 @@
-"""Accept an inbound text: one durable write, then the worker takes it from there."""
+"""Accept an inbound text: one durable write, then the worker takes it from there.
+
+Texts arriving together share a transaction (`storage.batching.GroupCommit`); each webhook is
+answered once its own text is committed, never before.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
-
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from agent.deps import Deps
 from agent.phones import mask_phone
-from storage import conversations, jobs, messages
-from storage.contacts import contact_id_for_phone
-from storage.types import utcnow
+from storage.inbound import TURN_JOB, InboundRow, turn_key
 
 log = logging.getLogger("smsagent.inbound")
 
-TURN_JOB = "turn"
+__all__ = ["TURN_JOB", "Accepted", "InboundSms", "accept_inbound", "turn_key"]
 
 
 @dataclass(frozen=True)
@@ -36,91 +35,37 @@ class Accepted:
     duplicate: bool
 
 
-def turn_key(conversation_id: str) -> str:
-    return f"turn:{conversation_id}"
-
-
-class _Duplicate(Exception):
-    """Rolls back a transaction that met a message it already has."""
-
-
 async def accept_inbound(deps: Deps, inbound: InboundSms) -> Accepted:
-    """Store the text and its turn job in one transaction; a repeated delivery changes nothing.
-
-    Duplicates are found by the message insert itself (provider id is unique) rather than by a
-    look-up first: the common case pays one statement less, and a duplicate rolls back whole.
-    """
-    try:
-        async with deps.sessions() as session, session.begin():
-            message_id, conversation_id = await _store(deps, session, inbound)
-    except _Duplicate:
-        async with deps.sessions() as session:
-            existing = await messages.find_by_provider_id(
-                session=session,
-                provider=inbound.provider,
-                provider_message_id=inbound.provider_message_id,
-            )
-        assert existing is not None
+    """Store the text and its turn job durably; a repeated delivery changes nothing."""
+    settings = deps.settings
+    stored = await deps.inbound.submit(
+        InboundRow(
+            workspace_id=deps.workspace_id,
+            provider=inbound.provider,
+            provider_message_id=inbound.provider_message_id,
+            from_number=inbound.from_number,
+            to_number=inbound.to_number,
+            # NUL is the one character PostgreSQL text cannot hold; no handset means it.
+            body=inbound.body.replace("\x00", ""),
+            media_urls=inbound.media_urls,
+            turn_delay_seconds=settings.turn_quiet_seconds,
+            max_attempts=settings.job_max_attempts,
+        )
+    )
+    if stored.duplicate:
         log.info(
             "inbound.duplicate message_id=%s provider=%s provider_id=%s",
-            existing.id,
+            stored.message_id,
             inbound.provider,
             inbound.provider_message_id,
         )
-        return Accepted(None, existing.conversation_id, duplicate=True)
+        return Accepted(None, stored.conversation_id, duplicate=True)
     log.info(
         "inbound.accepted message_id=%s conversation_id=%s provider=%s provider_id=%s from=%s",
-        message_id,
-        conversation_id,
+        stored.message_id,
+        stored.conversation_id,
         inbound.provider,
         inbound.provider_message_id,
         mask_phone(inbound.from_number),
     )
-    deps.nudge()
-    return Accepted(message_id, conversation_id, duplicate=False)
-
-
-async def _store(deps: Deps, session: AsyncSession, inbound: InboundSms) -> tuple[str, str]:
-    # Ids only, with Core statements: this runs for every text, inside the provider's timeout.
-    contact_id = await contact_id_for_phone(
-        session=session, workspace_id=deps.workspace_id, phone=inbound.from_number
-    )
-    conversation_id = await conversations.live_conversation_id(
-        session=session,
-        workspace_id=deps.workspace_id,
-        contact_id=contact_id,
-        sender_number=inbound.to_number,
-    )
-    if conversation_id is None:
-        conversation_id = await conversations.insert_conversation(
-            session=session,
-            workspace_id=deps.workspace_id,
-            contact_id=contact_id,
-            sender_number=inbound.to_number,
-            provider=inbound.provider,
-        )
-    else:
-        await conversations.touch_conversation(session=session, conversation_id=conversation_id)
-    message_id = await messages.insert_inbound(
-        session=session,
-        workspace_id=deps.workspace_id,
-        conversation_id=conversation_id,
-        body=inbound.body,
-        from_number=inbound.from_number,
-        to_number=inbound.to_number,
-        provider=inbound.provider,
-        provider_message_id=inbound.provider_message_id,
-        media_urls=inbound.media_urls,
-    )
-    if message_id is None:
-        raise _Duplicate
-    await jobs.enqueue(
-        session=session,
-        kind=TURN_JOB,
-        key=turn_key(conversation_id),
-        payload={"conversation_id": conversation_id},
-        run_at=utcnow() + timedelta(seconds=deps.settings.turn_quiet_seconds),
-        max_attempts=deps.settings.job_max_attempts,
-        fold=True,
-    )
-    return message_id, conversation_id
+    return Accepted(stored.message_id, stored.conversation_id, duplicate=False)

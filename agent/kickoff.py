@@ -68,7 +68,7 @@ async def start_conversation(deps: Deps, request: KickoffRequest) -> KickoffResu
             appointment_id=appointment_id,
             context=request.context,
         )
-        message = await queue_text(
+        queued = await queue_text(
             deps,
             session=session,
             workspace_id=workspace.id,
@@ -86,6 +86,7 @@ async def start_conversation(deps: Deps, request: KickoffRequest) -> KickoffResu
             type="conversation.started",
             data={"source": "api", "appointment_id": appointment_id},
         )
+    message = queued.message
     log.info(
         "kickoff.queued conversation_id=%s message_id=%s to=%s",
         conversation_id,

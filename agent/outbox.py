@@ -2,12 +2,15 @@
 
 A send is queued as a message row plus a `send` job in the caller's transaction. Delivery marks
 the message `sending` (committed) before calling the provider; a message found in `sending`
-after a crash is never sent again, because the provider may already have taken it.
+after a crash is never sent again, because the provider may already have taken it. A reply
+composed by a turn is queued with its send job already leased to the same worker, which sends it
+as soon as the turn commits instead of waiting for the queue to hand it out.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,7 +27,9 @@ from agent.phones import mask_phone
 from agent.providers import OutboundSms, ProviderError
 from agent.settings import Settings
 from storage import contacts, conversations, events, jobs, messages
-from storage.models import Contact, Job, JobStatus, Message, MessageAuthor, MessageStatus
+from storage.jobs import Lease
+from storage.messages import QueuedOutbound
+from storage.models import Contact, JobStatus, Message, MessageAuthor, MessageStatus
 from storage.types import utcnow
 
 log = logging.getLogger("smsagent.outbox")
@@ -50,6 +55,12 @@ def send_key(message_id: str) -> str:
     return f"send:{message_id}"
 
 
+@dataclass(frozen=True)
+class Queued:
+    message: QueuedOutbound
+    job_id: int | None
+
+
 async def queue_text(
     deps: Deps,
     *,
@@ -63,11 +74,13 @@ async def queue_text(
     author: MessageAuthor,
     agent_run_id: str | None = None,
     composed: ComposedSms | None = None,
-) -> Message:
+    lease: tuple[str, float] | None = None,
+) -> Queued:
     """Queue a text for delivery, in the caller's transaction.
 
     Model text arrives `composed` (markdown stripped, links allow-listed, segment budget kept);
     text from the business or a person is sent as written, only normalised to GSM-7.
+    With `lease` (token, seconds) the send job is born leased to the caller, who sends at once.
     """
     settings = deps.settings
     if composed is not None:
@@ -90,55 +103,60 @@ async def queue_text(
         cost_cents=estimate_cost(segments, per_segment_cents=settings.sms_cost_per_segment_cents),
         agent_run_id=agent_run_id,
     )
-    await jobs.enqueue(
-        session=session,
+    job_id = await jobs.enqueue(
+        conn=await session.connection(),
         kind=SEND_JOB,
         key=send_key(message.id),
         payload={"message_id": message.id},
         max_attempts=settings.job_max_attempts,
+        lease=lease,
     )
     await conversations.touch_conversation(session=session, conversation_id=conversation_id)
-    return message
+    return Queued(message, job_id)
 
 
 class SendHandler:
-    """Runs `send` jobs."""
+    """Runs `send` jobs: one read, then a committed `sending` mark, the provider call, and
+    one commit of the outcome."""
 
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
-    async def run(self, job: Job, lease: str) -> None:
+    async def run(self, job: Lease) -> None:
         deps = self._deps
         message_id = str(job.payload["message_id"])
-        async with deps.sessions() as session, session.begin():
-            message = await messages.get_message(session=session, message_id=message_id)
-            if message is None:
-                await jobs.finish(session=session, job_id=jobs.job_id(job), lease_token=lease)
-                return
-            if message.status not in (MessageStatus.QUEUED, MessageStatus.SENDING):
-                # Settled already (a job re-run after its outcome was stored).
-                await jobs.finish(session=session, job_id=jobs.job_id(job), lease_token=lease)
-                return
-            contact = await _recipient(session, message)
-            refusal = _refusal(message, opted_out=contact.opted_out, blocked=contact.blocked)
-            if refusal is not None:
-                await self._give_up(session, job, lease, message, *refusal)
-                return
-            await messages.set_status(
-                session=session, message_id=message.id, status=MessageStatus.SENDING
-            )
+        async with deps.reads() as session:
+            found = await messages.outbound_with_recipient(session=session, message_id=message_id)
+        if found is None or found.message.status not in (
+            MessageStatus.QUEUED,
+            MessageStatus.SENDING,
+        ):
+            # Gone, or settled already (a job re-run after its outcome was stored).
+            await self._finish(job)
+            return
+        message = found.message
+        refusal = _refusal(message, opted_out=found.opted_out, blocked=found.blocked)
+        if refusal is not None:
+            async with deps.sessions() as session, session.begin():
+                await self._give_up(session, job, message, *refusal)
+            return
         provider = deps.provider(message.provider)
         if provider is None:
             async with deps.sessions() as session, session.begin():
                 await self._give_up(
                     session,
                     job,
-                    lease,
                     message,
                     "provider_not_configured",
                     f"provider {message.provider!r} is not configured",
                 )
             return
+        async with deps.sessions() as session, session.begin():
+            claimed = await messages.claim_for_sending(session=session, message_id=message.id)
+        if not claimed:
+            # Moved on since the read (another worker took over a lapsed lease): run again,
+            # and the next read settles it.
+            raise SendRaced(message.id)
         sms = OutboundSms(
             message_id=message.id,
             conversation_id=message.conversation_id,
@@ -150,7 +168,7 @@ class SendHandler:
         try:
             result = await provider.send(sms)
         except ProviderError as exc:
-            await self._failed(job, lease, message, exc)
+            await self._failed(job, message, exc)
             return
         async with deps.sessions() as session, session.begin():
             status = MessageStatus(result.status) if result.status in _KNOWN else None
@@ -160,7 +178,7 @@ class SendHandler:
                 status=status or MessageStatus.SENT,
                 provider_message_id=result.provider_message_id,
             )
-            await jobs.finish(session=session, job_id=jobs.job_id(job), lease_token=lease)
+            await jobs.finish(conn=await session.connection(), lease=job)
         log.info(
             "sms.sent message_id=%s conversation_id=%s provider=%s provider_id=%s to=%s",
             message.id,
@@ -170,22 +188,23 @@ class SendHandler:
             mask_phone(message.to_number),
         )
 
-    async def exhausted(self, job: Job, lease: str, error: str) -> None:
+    async def exhausted(self, job: Lease, error: str) -> None:
         async with self._deps.sessions() as session, session.begin():
             message = await messages.get_message(
                 session=session, message_id=str(job.payload["message_id"])
             )
             if message is not None:
-                await self._give_up(session, job, lease, message, "send_failed", error)
+                await self._give_up(session, job, message, "send_failed", error)
             else:
                 await jobs.finish(
-                    session=session,
-                    job_id=jobs.job_id(job),
-                    lease_token=lease,
-                    status=JobStatus.FAILED,
+                    conn=await session.connection(), lease=job, status=JobStatus.FAILED
                 )
 
-    async def _failed(self, job: Job, lease: str, message: Message, exc: ProviderError) -> None:
+    async def _finish(self, job: Lease) -> None:
+        async with self._deps.engine.begin() as conn:
+            await jobs.finish(conn=conn, lease=job)
+
+    async def _failed(self, job: Lease, message: Message, exc: ProviderError) -> None:
         deps = self._deps
         async with deps.sessions() as session, session.begin():
             if exc.retryable and job.attempts < job.max_attempts:
@@ -195,9 +214,8 @@ class SendHandler:
                     session=session, message_id=message.id, status=MessageStatus.QUEUED
                 )
                 await jobs.retry_later(
-                    session=session,
-                    job_id=jobs.job_id(job),
-                    lease_token=lease,
+                    conn=await session.connection(),
+                    lease=job,
                     run_at=utcnow() + timedelta(seconds=delay),
                     error=str(exc),
                 )
@@ -221,13 +239,12 @@ class SendHandler:
                     type="contact.opted_out",
                     data={"source": "carrier", "code": exc.code},
                 )
-            await self._give_up(session, job, lease, message, exc.code or "error", exc.message)
+            await self._give_up(session, job, message, exc.code or "error", exc.message)
 
     async def _give_up(
         self,
         session: AsyncSession,
-        job: Job,
-        lease: str,
+        job: Lease,
         message: Message,
         code: str,
         reason: str,
@@ -240,13 +257,17 @@ class SendHandler:
             error_code=code,
             error_message=reason,
         )
-        await jobs.finish(session=session, job_id=jobs.job_id(job), lease_token=lease)
+        await jobs.finish(conn=await session.connection(), lease=job)
         log.warning(
             "sms.not_sent message_id=%s conversation_id=%s code=%s",
             message.id,
             message.conversation_id,
             code,
         )
+
+
+class SendRaced(Exception):
+    """The message changed between the send's read and its claim."""
 
 
 _KNOWN = {s.value for s in MessageStatus}

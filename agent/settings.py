@@ -57,9 +57,19 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     llm_max_steps: int = Field(default=8, ge=2, le=50)
     llm_history_messages: int = Field(default=30, ge=1, le=200)
+    # Model calls in flight per process. OpenAI-compatible servers queue or answer 429 (retried
+    # with backoff) past their own limit; lower this for a small self-hosted model.
+    llm_max_concurrency: int = Field(default=1000, ge=1, le=10_000)
 
-    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    # Jobs in flight per process, per lane. Turns mostly wait on the model, so hundreds fit;
+    # sends wait on the provider. A ready reply never waits for a turn slot.
+    worker_turns: int = Field(default=1000, ge=1, le=10_000)
+    worker_sends: int = Field(default=100, ge=1, le=1_000)
     worker_poll_seconds: float = Field(default=1.0, gt=0)
+    # PostgreSQL connections per process (SQLite always has one writer and a few readers).
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    # Inbound texts arriving together are stored in one transaction of at most this many.
+    ingest_max_batch: int = Field(default=200, ge=1, le=1_000)
     # Texts arriving within this window are answered by one turn.
     turn_quiet_seconds: float = Field(default=1.5, ge=0)
     # Renewed every third of itself while a job runs; after a crash, recovery waits this long.

@@ -8,10 +8,12 @@ lands while the model is thinking supersedes the turn, which then runs again wit
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,24 +22,23 @@ from agent.composer import ComposedSms
 from agent.context import TurnContext
 from agent.deps import Deps
 from agent.fastpath import Classification, Keyword, classify_batch
-from agent.outbox import compose_reply, queue_text
+from agent.outbox import SEND_JOB, Queued, compose_reply, queue_text, send_key
 from agent.prompting import contact_zone, reply_text, system_prompt
 from storage import appointments, contacts, conversations, events, jobs, messages
+from storage.jobs import Lease
 from storage.models import (
     Appointment,
     AppointmentStatus,
     Contact,
     Conversation,
     ConversationMode,
-    Job,
     JobStatus,
     Message,
     MessageAuthor,
     MessageDirection,
     Workspace,
 )
-from storage.types import utcnow
-from storage.workspaces import get_workspace
+from storage.types import new_id, utcnow
 
 log = logging.getLogger("smsagent.turns")
 
@@ -97,89 +98,82 @@ def decide(
 
 
 class TurnHandler:
-    """Runs `turn` jobs."""
+    """Runs `turn` jobs: one read snapshot, the decision (and the model, if needed), one commit.
+
+    The model is called by at most `llm_max_concurrency` turns at a time in this process; the
+    rest wait their turn here, holding nothing but memory.
+    """
 
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
+        self._llm_slots = asyncio.Semaphore(deps.settings.llm_max_concurrency)
 
-    async def run(self, job: Job, lease: str) -> None:
+    async def run(self, job: Lease) -> None:
         deps = self._deps
+        started = utcnow()
         snapshot = await self._load(str(job.payload["conversation_id"]))
         if snapshot is None or not snapshot.batch:
-            async with deps.sessions() as session, session.begin():
-                await jobs.finish(session=session, job_id=jobs.job_id(job), lease_token=lease)
+            async with deps.engine.begin() as conn:
+                await jobs.finish(conn=conn, lease=job)
             return
-        now = utcnow()
         classification = classify_batch([m.body for m in snapshot.batch])
-        action = decide(snapshot, classification, llm=deps.brain is not None, now=now)
+        action = decide(snapshot, classification, llm=deps.brain is not None, now=started)
         thought: Thought | None = None
         composed: ComposedSms | None = None
-        run_id: str | None = None
+        run_id = new_id("run")
         error: str | None = None
         if action == Action.LLM:
-            run_id = await self._start_run(
-                snapshot, model=deps.brain.model_name if deps.brain else None
-            )
             try:
-                thought = await self._think(snapshot, run_id, now)
+                async with self._llm_slots:
+                    thought = await self._think(snapshot, run_id, started)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 if job.attempts < min(LLM_ATTEMPTS, job.max_attempts):
-                    await self._close_run(run_id, outcome="error", error=error)
+                    await self._record_failed_run(snapshot, run_id, started, error)
                     raise
                 log.exception("turn.llm_failed conversation_id=%s", snapshot.conversation.id)
             composed = compose_reply(deps.settings, thought.reply) if thought else None
             if composed is None:
                 action = Action.HANDOFF
-        await self._commit(
-            job, lease, snapshot, action, classification, thought, run_id, error, composed
-        )
+        model = self._model_name if thought is not None or error is not None else None
+        outcome = Outcome(action, classification, thought, run_id, started, error, composed, model)
+        await self._commit(job, snapshot, outcome)
 
-    async def exhausted(self, job: Job, lease: str, error: str) -> None:
+    async def exhausted(self, job: Lease, error: str) -> None:
         """Out of attempts: a person takes over, and the customer hears so."""
         snapshot = await self._load(str(job.payload["conversation_id"]))
         if snapshot is None or not snapshot.batch:
-            async with self._deps.sessions() as session, session.begin():
-                await jobs.finish(
-                    session=session,
-                    job_id=jobs.job_id(job),
-                    lease_token=lease,
-                    status=JobStatus.FAILED,
-                )
+            async with self._deps.engine.begin() as conn:
+                await jobs.finish(conn=conn, lease=job, status=JobStatus.FAILED)
             return
         classification = classify_batch([m.body for m in snapshot.batch])
-        await self._commit(
-            job, lease, snapshot, Action.HANDOFF, classification, None, None, error, None
+        outcome = Outcome(
+            Action.HANDOFF, classification, None, new_id("run"), utcnow(), error, None, None
         )
+        await self._commit(job, snapshot, outcome)
 
     async def _load(self, conversation_id: str) -> Snapshot | None:
         deps = self._deps
-        async with deps.sessions() as session:
-            conversation = await conversations.get_conversation(
+        async with deps.reads() as session:
+            found = await conversations.thread_context(
                 session=session, conversation_id=conversation_id
             )
-            if conversation is None:
+            if found is None:
                 return None
-            workspace = await get_workspace(session=session, workspace_id=conversation.workspace_id)
-            contact = await contacts.get_contact(
-                session=session, contact_id=conversation.contact_id
-            )
-            if workspace is None or contact is None:
-                return None
-            appointment = None
-            if conversation.appointment_id:
-                appointment = await appointments.get_appointment(
-                    session=session, appointment_id=conversation.appointment_id
-                )
-            batch = await messages.unhandled_inbound(
-                session=session, conversation_id=conversation_id
-            )
             history = await messages.thread(
                 session=session,
                 conversation_id=conversation_id,
                 limit=deps.settings.llm_history_messages,
             )
-        return Snapshot(workspace, conversation, contact, appointment, batch, history)
+            batch = [m for m in history if _unanswered(m)]
+            if history and _unanswered(history[0]):
+                # The burst is longer than the history window: fetch all of it.
+                batch = await messages.unhandled_inbound(
+                    session=session, conversation_id=conversation_id
+                )
+        return Snapshot(
+            found.workspace, found.conversation, found.contact, found.appointment, batch, history
+        )
 
     async def _think(self, snapshot: Snapshot, run_id: str, now: datetime) -> Thought:
         assert self._deps.brain is not None
@@ -205,68 +199,66 @@ class TurnHandler:
         ]
         return await self._deps.brain.think(context, history)
 
-    async def _start_run(self, snapshot: Snapshot, *, model: str | None) -> str:
+    async def _record_failed_run(
+        self, snapshot: Snapshot, run_id: str, started: datetime, error: str
+    ) -> None:
         async with self._deps.sessions() as session, session.begin():
-            run = await events.start_run(
+            await events.insert_run(
                 session=session,
+                run_id=run_id,
                 workspace_id=snapshot.workspace.id,
                 conversation_id=snapshot.conversation.id,
-                model=model,
+                model=self._model_name,
                 inbound_message_ids=[m.id for m in snapshot.batch],
+                outcome="error",
+                started_at=started,
+                error=error,
             )
-        return run.id
 
-    async def _close_run(self, run_id: str, *, outcome: str, error: str | None = None) -> None:
-        async with self._deps.sessions() as session, session.begin():
-            await events.finish_run(session=session, run_id=run_id, outcome=outcome, error=error)
+    @property
+    def _model_name(self) -> str | None:
+        return self._deps.brain.model_name if self._deps.brain else None
 
-    async def _commit(
-        self,
-        job: Job,
-        lease: str,
-        snapshot: Snapshot,
-        action: Action,
-        classification: Classification,
-        thought: Thought | None,
-        run_id: str | None,
-        error: str | None,
-        composed: ComposedSms | None,
-    ) -> None:
+    async def _commit(self, job: Lease, snapshot: Snapshot, outcome: Outcome) -> None:
+        """Everything the turn changes, in one transaction that first checks the lease still
+        holds and no newer text arrived (which supersedes the turn: it runs again with it)."""
         deps = self._deps
         conversation = snapshot.conversation
         batch_ids = [m.id for m in snapshot.batch]
+        action, thought = outcome.action, outcome.thought
+        send: Lease | None = None
         async with deps.sessions() as session, session.begin():
-            if (
-                await jobs.lock_leased_job(
-                    session=session, job_id=jobs.job_id(job), lease_token=lease
-                )
-                is None
-            ):
-                log.warning("turn.lease_lost conversation_id=%s job_id=%s", conversation.id, job.id)
-                if run_id:
-                    await events.finish_run(session=session, run_id=run_id, outcome="lease_lost")
-                return
-            waiting = await messages.unhandled_inbound(
-                session=session, conversation_id=conversation.id
-            )
-            if {m.id for m in waiting} - set(batch_ids):
-                if run_id:
-                    await events.finish_run(session=session, run_id=run_id, outcome="superseded")
-                await jobs.requeue(session=session, job_id=jobs.job_id(job), lease_token=lease)
-                log.info("turn.superseded conversation_id=%s", conversation.id)
-                return
-            if run_id is None:
-                run = await events.start_run(
+            conn = await session.connection()
+
+            async def record_run(result: str, **extra: Any) -> None:
+                await events.insert_run(
                     session=session,
+                    run_id=outcome.run_id,
                     workspace_id=snapshot.workspace.id,
                     conversation_id=conversation.id,
-                    model=None,
+                    model=outcome.model,
                     inbound_message_ids=batch_ids,
+                    outcome=result,
+                    started_at=outcome.started,
+                    **extra,
                 )
-                run_id = run.id
-            text = await self._apply(session, snapshot, action, classification, thought, run_id)
+
+            if not await jobs.holds(conn=conn, lease=job):
+                log.warning("turn.lease_lost conversation_id=%s job_id=%s", conversation.id, job.id)
+                if outcome.model is not None:
+                    await record_run("lease_lost")
+                return
+            waiting = await messages.unhandled_ids(conn=conn, conversation_id=conversation.id)
+            if waiting - set(batch_ids):
+                if outcome.model is not None:
+                    await record_run("superseded")
+                await jobs.requeue(conn=conn, lease=job)
+                log.info("turn.superseded conversation_id=%s", conversation.id)
+                return
+            text = await self._apply(session, snapshot, outcome)
             if text:
-                await queue_text(
+                token = f"{job.token}/send"
+                queued = await queue_text(
                     deps,
                     session=session,
                     workspace_id=conversation.workspace_id,
@@ -276,44 +268,43 @@ class TurnHandler:
                     provider=conversation.provider,
                     text=text,
                     author=MessageAuthor.AGENT if action == Action.LLM else MessageAuthor.SYSTEM,
-                    agent_run_id=run_id,
-                    composed=composed if action == Action.LLM else None,
+                    agent_run_id=outcome.run_id,
+                    composed=outcome.composed if action == Action.LLM else None,
+                    lease=(token, deps.settings.job_lease_seconds),
                 )
-            await messages.mark_handled(session=session, message_ids=batch_ids, agent_run_id=run_id)
-            await events.finish_run(
-                session=session,
-                run_id=run_id,
-                outcome=action.value if thought is None else _llm_outcome(action, thought),
+                if queued.job_id is not None:
+                    send = _send_lease(queued, token, deps.settings.job_max_attempts)
+            await messages.mark_handled(
+                session=session, message_ids=batch_ids, agent_run_id=outcome.run_id
+            )
+            await record_run(
+                action.value if thought is None else _llm_outcome(action, thought),
                 prompt_tokens=thought.prompt_tokens if thought else 0,
                 completion_tokens=thought.completion_tokens if thought else 0,
                 latency_ms=thought.latency_ms if thought else 0,
                 tool_calls=thought.tool_calls if thought else (),
-                error=error,
+                error=outcome.error,
             )
-            await jobs.finish(session=session, job_id=jobs.job_id(job), lease_token=lease)
+            await jobs.finish(conn=conn, lease=job)
         log.info(
             "turn.done conversation_id=%s run_id=%s action=%s inbound=%d replied=%s",
             conversation.id,
-            run_id,
+            outcome.run_id,
             action.value,
             len(batch_ids),
             bool(text),
         )
-        if text:
-            deps.nudge()
+        if send is not None:
+            deps.dispatch(send)
 
     async def _apply(
-        self,
-        session: AsyncSession,
-        snapshot: Snapshot,
-        action: Action,
-        classification: Classification,
-        thought: Thought | None,
-        run_id: str,
+        self, session: AsyncSession, snapshot: Snapshot, outcome: Outcome
     ) -> str | None:
         """Change what the action changes; return the reply to send, if any."""
         conversation, contact = snapshot.conversation, snapshot.contact
         workspace, appointment = snapshot.workspace, snapshot.appointment
+        action, classification, thought = outcome.action, outcome.classification, outcome.thought
+        run_id = outcome.run_id
 
         async def event(type: str, **data: object) -> None:
             await events.add_event(
@@ -361,6 +352,38 @@ class TurnHandler:
         if action == Action.LLM and thought is not None:
             return thought.reply
         return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a turn decided, waiting to be committed."""
+
+    action: Action
+    classification: Classification
+    thought: Thought | None
+    run_id: str
+    started: datetime
+    error: str | None
+    composed: ComposedSms | None
+    model: str | None  # the model asked, when one was
+
+
+def _unanswered(message: Message) -> bool:
+    return message.direction == MessageDirection.INBOUND and message.handled_at is None
+
+
+def _send_lease(queued: Queued, token: str, max_attempts: int) -> Lease:
+    assert queued.job_id is not None
+    return Lease(
+        id=queued.job_id,
+        kind=SEND_JOB,
+        key=send_key(queued.message.id),
+        payload={"message_id": queued.message.id},
+        attempts=1,
+        max_attempts=max_attempts,
+        last_error=None,
+        token=token,
+    )
 
 
 def _llm_outcome(action: Action, thought: Thought) -> str:

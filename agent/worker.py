@@ -1,8 +1,13 @@
-"""The worker: takes due jobs from the database and runs them, a few at a time.
+"""The worker: leases due jobs from the database in batches and runs them, lane by lane.
 
 Jobs come from the database, never from memory, so a restart loses none: a job whose worker died
-is taken again once its lease lapses. While a job runs its lease is renewed; a handler that
-raises is retried with backoff, and one out of attempts is handed to its `exhausted`.
+is taken again once its lease lapses. Each lane (turns, sends) leases only its own kinds and has
+its own bound on jobs in flight, so a reply ready to go never waits behind turns waiting on the
+model. Turns are mostly waiting on the network, so a lane holds hundreds at once; what bounds
+them is memory and the model's own limit, set where the model is called.
+
+One heartbeat renews every lease this worker holds in one statement. A handler that raises is
+retried with backoff, and one out of attempts is handed to its `exhausted`.
 """
 
 from __future__ import annotations
@@ -12,115 +17,148 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from agent.deps import Nudge
 from storage import jobs
-from storage.engine import SessionFactory
-from storage.models import Job, JobStatus
+from storage.jobs import Lease
+from storage.models import JobStatus
 from storage.types import utcnow
 
 log = logging.getLogger("smsagent.worker")
 
 
 class JobHandler(Protocol):
-    async def run(self, job: Job, lease: str) -> None: ...
+    async def run(self, job: Lease) -> None: ...
 
-    async def exhausted(self, job: Job, lease: str, error: str) -> None: ...
+    async def exhausted(self, job: Lease, error: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class LaneSpec:
+    name: str
+    kinds: tuple[str, ...]
+    concurrency: int  # jobs in flight at most
+    batch: int  # jobs leased per statement at most
 
 
 class Worker:
     def __init__(
         self,
         *,
-        sessions: SessionFactory,
+        engine: AsyncEngine,
         handlers: Mapping[str, JobHandler],
+        lanes: Sequence[LaneSpec],
         nudge: Nudge,
-        concurrency: int,
         lease_seconds: float,
         poll_seconds: float,
     ) -> None:
-        self._sessions = sessions
+        self._engine = engine
         self._handlers = handlers
-        self._nudge = nudge
-        self._slots = asyncio.Semaphore(concurrency)
+        self._lanes = [_Lane(spec, nudge) for spec in lanes]
+        self._by_kind = {kind: lane for lane in self._lanes for kind in lane.spec.kinds}
         self._lease_seconds = lease_seconds
         self._poll_seconds = poll_seconds
-        self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self._nudge = nudge
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self) -> None:
-        log.info("worker.started worker_id=%s", self.worker_id)
-        while not self._stopping.is_set():
-            await self._slots.acquire()
-            try:
-                job = await self._lease()
-            except Exception:
-                self._slots.release()
-                log.exception("worker.lease_failed")
-                await self._idle(self._poll_seconds)
-                continue
-            if job is None:
-                self._slots.release()
-                await self._idle(await self._until_next_due())
-                continue
-            task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        log.info(
+            "worker.started worker_id=%s lanes=%s",
+            self.worker_id,
+            ",".join(f"{lane.spec.name}:{lane.spec.concurrency}" for lane in self._lanes),
+        )
+        loops = [asyncio.create_task(self._lane_loop(lane)) for lane in self._lanes]
+        loops.append(asyncio.create_task(self._heartbeat()))
+        try:
+            # The loops end by themselves once stopping: cancelling one in the middle of a query
+            # would throw its connection away.
+            await asyncio.gather(*loops)
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    def run_now(self, lease: Lease) -> None:
+        """Run a job that was enqueued already leased to this worker (a reply just composed).
+        While stopping it is left alone: its lease lapses and a running worker takes it."""
+        if not self._stopping.is_set():
+            self._start(self._by_kind[lease.kind], lease)
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
-        """Let running jobs finish for a moment; any cut short is taken again after its lease."""
+        """Stop leasing, and let running jobs finish for a moment; any cut short is taken again
+        after its lease lapses."""
         self._stopping.set()
         self._nudge()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+        for lane in self._lanes:
+            lane.wake_for_stop()
+        running = {task for lane in self._lanes for task in lane.tasks}
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace_seconds)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _lease(self) -> Job | None:
-        async with self._sessions() as session, session.begin():
-            return await jobs.lease_next(
-                session=session, worker_id=self.worker_id, lease_seconds=self._lease_seconds
-            )
+    async def _lane_loop(self, lane: _Lane) -> None:
+        while not self._stopping.is_set():
+            free = lane.spec.concurrency - len(lane.tasks)
+            if free <= 0:
+                await lane.wait_for_room()
+                continue
+            try:
+                async with self._engine.begin() as conn:
+                    leased = await jobs.lease_batch(
+                        conn=conn,
+                        kinds=lane.spec.kinds,
+                        limit=min(free, lane.spec.batch),
+                        worker_id=self.worker_id,
+                        lease_seconds=self._lease_seconds,
+                    )
+            except Exception:
+                log.exception("worker.lease_failed lane=%s", lane.spec.name)
+                await lane.idle(self._poll_seconds)
+                continue
+            for lease in leased:
+                self._start(lane, lease)
+            if not leased:
+                await lane.idle(await self._until_next_due(lane))
 
-    async def _until_next_due(self) -> float:
-        async with self._sessions() as session:
-            due = await jobs.next_due_at(session=session)
+    def _start(self, lane: _Lane, lease: Lease) -> None:
+        task = asyncio.create_task(self._execute(lease), name=f"job-{lease.id}")
+        lane.add(task, lease)
+
+    async def _until_next_due(self, lane: _Lane) -> float:
+        try:
+            async with self._engine.connect() as conn:
+                due = await jobs.next_due_at(conn=conn, kinds=lane.spec.kinds)
+        except Exception:
+            log.exception("worker.next_due_failed lane=%s", lane.spec.name)
+            return self._poll_seconds
         if due is None:
             return self._poll_seconds
         return max(0.0, min(self._poll_seconds, (due - utcnow()).total_seconds()))
 
-    async def _idle(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._nudge.event.wait(), timeout=seconds)
-        self._nudge.event.clear()
-
-    async def _execute(self, job: Job) -> None:
-        lease = job.leased_by or ""
-        heartbeat = asyncio.create_task(self._heartbeat(job, lease))
+    async def _execute(self, job: Lease) -> None:
         try:
             handler = self._handlers.get(job.kind)
             if handler is None:
-                await self._settle_unknown(job, lease)
+                await self._settle_unknown(job)
             elif job.attempts > job.max_attempts:
-                await handler.exhausted(job, lease, job.last_error or "out of attempts")
+                await handler.exhausted(job, job.last_error or "out of attempts")
             else:
-                await self._run(handler, job, lease)
+                await self._run(handler, job)
         except Exception:
             log.exception("worker.job_crashed job_id=%s kind=%s", job.id, job.kind)
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            self._slots.release()
 
-    async def _run(self, handler: JobHandler, job: Job, lease: str) -> None:
+    async def _run(self, handler: JobHandler, job: Lease) -> None:
         try:
-            await handler.run(job, lease)
+            await handler.run(job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -133,44 +171,78 @@ class Worker:
                 type(exc).__name__,
             )
             if job.attempts >= job.max_attempts:
-                await handler.exhausted(job, lease, error)
+                await handler.exhausted(job, error)
                 return
             delay = min(2.0**job.attempts, 300.0)
-            async with self._sessions() as session, session.begin():
+            async with self._engine.begin() as conn:
                 await jobs.retry_later(
-                    session=session,
-                    job_id=jobs.job_id(job),
-                    lease_token=lease,
-                    run_at=utcnow() + timedelta(seconds=delay),
-                    error=error,
+                    conn=conn, lease=job, run_at=utcnow() + timedelta(seconds=delay), error=error
                 )
             self._nudge()
 
-    async def _heartbeat(self, job: Job, lease: str) -> None:
+    async def _heartbeat(self) -> None:
         interval = self._lease_seconds / 3
-        while True:
-            await asyncio.sleep(interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+            if self._stopping.is_set():
+                return
+            held = [lease for lane in self._lanes for lease in lane.leases.values()]
+            if not held:
+                continue
             try:
-                async with self._sessions() as session, session.begin():
-                    held = await jobs.extend_lease(
-                        session=session,
-                        job_id=jobs.job_id(job),
-                        lease_token=lease,
-                        lease_seconds=self._lease_seconds,
+                async with self._engine.begin() as conn:
+                    kept = await jobs.extend_leases(
+                        conn=conn, leases=held, lease_seconds=self._lease_seconds
                     )
             except Exception:
-                log.exception("worker.heartbeat_failed job_id=%s", job.id)
+                log.exception("worker.heartbeat_failed leases=%d", len(held))
                 continue
-            if not held:
-                return
+            lost = [lease.id for lease in held if lease.id not in kept]
+            # A job may have settled between the snapshot and the renewal; only live ones count.
+            still_running = {lease.id for lane in self._lanes for lease in lane.leases.values()}
+            lost = [job_id for job_id in lost if job_id in still_running]
+            if lost:
+                log.warning("worker.leases_lost job_ids=%s", lost[:20])
 
-    async def _settle_unknown(self, job: Job, lease: str) -> None:
+    async def _settle_unknown(self, job: Lease) -> None:
         log.error("worker.unknown_kind job_id=%s kind=%s", job.id, job.kind)
-        async with self._sessions() as session, session.begin():
+        async with self._engine.begin() as conn:
             await jobs.finish(
-                session=session,
-                job_id=jobs.job_id(job),
-                lease_token=lease,
-                status=JobStatus.FAILED,
-                error=f"no handler for {job.kind!r}",
+                conn=conn, lease=job, status=JobStatus.FAILED, error=f"no handler for {job.kind!r}"
             )
+
+
+class _Lane:
+    """One lane's jobs in flight and its wake-ups."""
+
+    def __init__(self, spec: LaneSpec, nudge: Nudge) -> None:
+        self.spec = spec
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.leases: dict[asyncio.Task[None], Lease] = {}
+        self._wake = nudge.subscribe()
+        self._room = asyncio.Event()
+
+    def add(self, task: asyncio.Task[None], lease: Lease) -> None:
+        self.tasks.add(task)
+        self.leases[task] = lease
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.leases.pop(task, None)
+        self._room.set()
+
+    async def wait_for_room(self) -> None:
+        self._room.clear()
+        if len(self.tasks) >= self.spec.concurrency:
+            await self._room.wait()
+
+    def wake_for_stop(self) -> None:
+        self._room.set()
+        self._wake.set()
+
+    async def idle(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()

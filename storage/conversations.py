@@ -8,7 +8,15 @@ from sqlalchemy import func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Contact, Conversation, ConversationMode, ConversationStatus, Message
+from storage.models import (
+    Appointment,
+    Contact,
+    Conversation,
+    ConversationMode,
+    ConversationStatus,
+    Message,
+    Workspace,
+)
 from storage.types import new_id, utcnow
 
 _LIVE = (ConversationStatus.OPEN, ConversationStatus.PENDING)
@@ -112,6 +120,30 @@ async def hand_to_person(*, session: AsyncSession, conversation_id: str, reason:
             updated_at=utcnow(),
         )
     )
+
+
+@dataclass(frozen=True)
+class ThreadContext:
+    workspace: Workspace
+    conversation: Conversation
+    contact: Contact
+    appointment: Appointment | None
+
+
+async def thread_context(*, session: AsyncSession, conversation_id: str) -> ThreadContext | None:
+    """A conversation with its workspace, contact and appointment, in one query."""
+    result = await session.exec(
+        select(Conversation, Workspace, Contact, Appointment)
+        .join(Workspace, col(Workspace.id) == col(Conversation.workspace_id))
+        .join(Contact, col(Contact.id) == col(Conversation.contact_id))
+        .outerjoin(Appointment, col(Appointment.id) == col(Conversation.appointment_id))
+        .where(col(Conversation.id) == conversation_id)
+    )
+    row = result.first()
+    if row is None:
+        return None
+    conversation, workspace, contact, appointment = row
+    return ThreadContext(workspace, conversation, contact, appointment)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """The async engine and session factory, tuned per database.
 
-SQLite: one connection (a single writer; more connections only queue on the file lock and push
-p99 latency toward a second), WAL so readers in other processes never block it,
-`synchronous=NORMAL`, foreign keys on, and explicit BEGIN so a read-then-write is one transaction.
-PostgreSQL: asyncpg with a small pool, an optional schema as the search path.
+SQLite: one writer connection (more only queue on the file lock and push p99 latency toward a
+second), WAL so readers never block it, `synchronous=NORMAL`, foreign keys on, and explicit
+BEGIN so a read-then-write is one transaction (one process writes, so no upgrade races). Reads
+that need no write (a turn's snapshot, transcripts) go to a separate pool of read-only
+connections, each on its own thread, so they neither wait for nor delay the writer.
+PostgreSQL: asyncpg with a pool, an optional schema as the search path; reads share the pool.
 Both hide bound parameters from errors: they hold message bodies and phone numbers, and errors
 end up in logs.
 """
@@ -24,7 +26,7 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
+def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     connect_args: dict[str, Any] = {"timeout": 10}
@@ -32,19 +34,26 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
         connect_args["server_settings"] = {"search_path": schema}
     return create_async_engine(
         url,
-        pool_size=8,
-        max_overflow=4,
+        pool_size=pool_size,
+        max_overflow=pool_size // 2,
         pool_pre_ping=True,
         connect_args=connect_args,
         hide_parameters=True,
     )
 
 
-def _sqlite_engine(url: str) -> AsyncEngine:
+def create_reader_engine(url: str, *, pool_size: int = 4) -> AsyncEngine | None:
+    """SQLite: read-only connections beside the writer. None elsewhere: reads use the pool."""
+    if not url.startswith("sqlite"):
+        return None
+    return _sqlite_engine(url, pool_size=pool_size, read_only=True)
+
+
+def _sqlite_engine(url: str, *, pool_size: int = 1, read_only: bool = False) -> AsyncEngine:
     engine = create_async_engine(
         url,
         poolclass=AsyncAdaptedQueuePool,
-        pool_size=1,
+        pool_size=pool_size,
         max_overflow=0,
         pool_timeout=60,
         connect_args={"timeout": 30},
@@ -61,6 +70,7 @@ def _sqlite_engine(url: str) -> AsyncEngine:
             "PRAGMA synchronous=NORMAL",
             "PRAGMA foreign_keys=ON",
             "PRAGMA busy_timeout=30000",
+            *(["PRAGMA query_only=ON"] if read_only else []),
         ):
             cursor.execute(pragma)
         cursor.close()

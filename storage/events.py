@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,19 +23,22 @@ async def add_event(
     data: dict[str, Any] | None = None,
     revenue: float | None = None,
     agent_run_id: str | None = None,
-) -> Event:
-    event = Event(
-        id=new_id("evt"),
-        workspace_id=workspace_id,
-        conversation_id=conversation_id,
-        type=type,
-        data=data or {},
-        revenue=revenue,
-        agent_run_id=agent_run_id,
+) -> str:
+    """Append to the conversation's stream, by one INSERT; the event's id."""
+    event_id = new_id("evt")
+    await session.exec(
+        insert(Event).values(
+            id=event_id,
+            workspace_id=workspace_id,
+            conversation_id=conversation_id,
+            type=type,
+            data=data or {},
+            revenue=revenue,
+            agent_run_id=agent_run_id,
+            created_at=utcnow(),
+        )
     )
-    session.add(event)
-    await session.flush()
-    return event
+    return event_id
 
 
 async def list_events(*, session: AsyncSession, conversation_id: str) -> list[Event]:
@@ -45,48 +50,40 @@ async def list_events(*, session: AsyncSession, conversation_id: str) -> list[Ev
     return list(result)
 
 
-async def start_run(
+async def insert_run(
     *,
     session: AsyncSession,
+    run_id: str,
     workspace_id: str,
     conversation_id: str,
     model: str | None,
     inbound_message_ids: Sequence[str],
-) -> AgentRun:
-    run = AgentRun(
-        id=new_id("run"),
-        workspace_id=workspace_id,
-        conversation_id=conversation_id,
-        model=model,
-        inbound_message_ids=list(inbound_message_ids),
-    )
-    session.add(run)
-    await session.flush()
-    return run
-
-
-async def finish_run(
-    *,
-    session: AsyncSession,
-    run_id: str,
     outcome: str,
+    started_at: datetime,
     prompt_tokens: int = 0,
     completion_tokens: int = 0,
     latency_ms: int = 0,
     tool_calls: Sequence[dict[str, Any]] = (),
     error: str | None = None,
 ) -> None:
-    run = await session.get(AgentRun, run_id)
-    if run is None:
-        raise LookupError(run_id)
-    run.outcome = outcome
-    run.prompt_tokens = prompt_tokens
-    run.completion_tokens = completion_tokens
-    run.latency_ms = latency_ms
-    run.tool_calls = list(tool_calls)
-    run.error = error[:2000] if error else None
-    run.finished_at = utcnow()
-    await session.flush()
+    """Record a finished agent run, with the outcome, in the transaction that commits it."""
+    await session.exec(
+        insert(AgentRun).values(
+            id=run_id,
+            workspace_id=workspace_id,
+            conversation_id=conversation_id,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=latency_ms,
+            tool_calls=list(tool_calls),
+            inbound_message_ids=list(inbound_message_ids),
+            outcome=outcome,
+            error=error[:2000] if error else None,
+            started_at=started_at,
+            finished_at=utcnow(),
+        )
+    )
 
 
 async def list_runs(*, session: AsyncSession, conversation_id: str) -> list[AgentRun]:

@@ -1,197 +1,248 @@
-"""The durable job queue: jobs live in the database, are leased, retried and recovered.
+"""The durable job queue: jobs live in the database, are leased in batches, retried, recovered.
 
-A job is leased with a token (`leased_by`); every later write names that token, so a worker whose
-lease ran out (and whose job another worker took over) can no longer change it. Keys are unique
-among unfinished jobs: enqueuing a key that is already waiting or running folds into that job.
+A lease carries a token (`leased_by`); every later write names it, so a worker whose lease ran
+out (and whose job another worker took over) can no longer change the job. Keys are unique among
+unfinished jobs: enqueuing a key that is already waiting or running folds into that job.
+Workers lease by kind (`lanes`), so replies waiting to be sent never queue behind turns waiting
+on the model. On PostgreSQL an enqueue also NOTIFYs, waking idle workers in every process.
+
+Everything here is hand-written SQL on a connection (a session passes `await
+session.connection()`): the queue is on every text's path.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.inbound import JOBS_CHANNEL
 from storage.models import ACTIVE_JOB_PREDICATE, Job, JobStatus
-from storage.types import upsert_insert, utcnow
+from storage.raw import Dialect, marks, parse_json, parse_ts, run
+from storage.types import utcnow
 
-# Written out, not bound: PostgreSQL matches ON CONFLICT to the partial index by its predicate,
-# and with bound parameters that match fails once a prepared statement goes to a generic plan
-# (from its sixth execution on).
-_ACTIVE_WHERE = text(ACTIVE_JOB_PREDICATE)
+_COLUMNS = "id, kind, key, payload, attempts, max_attempts, last_error"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A job this worker holds, and the token that proves it."""
+
+    id: int
+    kind: str
+    key: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    token: str
+
+
+def dialect_of(conn: AsyncConnection) -> Dialect:
+    return Dialect(conn.dialect.name)
+
+
+def lease_token(worker_id: str) -> str:
+    return f"{worker_id}:{secrets.token_hex(6)}"
 
 
 async def enqueue(
     *,
-    session: AsyncSession,
+    conn: AsyncConnection,
     kind: str,
     key: str,
     payload: dict[str, Any] | None = None,
     run_at: datetime | None = None,
     max_attempts: int = 6,
     fold: bool = False,
-) -> None:
-    """Add a job unless one with `key` is unfinished.
+    lease: tuple[str, float] | None = None,
+) -> int | None:
+    """Add a job unless one with `key` is unfinished; its id when added (or folded into).
 
     With `fold`, an unfinished job with the key is pushed back to `run_at` instead: a text that
     arrives during the quiet window (or while its turn is running) moves the turn, not adds one.
+    With `lease` (token, seconds) the job is born leased to the caller, who runs it at once.
     """
+    dialect = dialect_of(conn)
     now = utcnow()
-    values = {
-        "kind": kind,
-        "key": key,
-        "payload": payload or {},
-        "status": JobStatus.QUEUED,
-        "run_at": run_at or now,
-        "attempts": 0,
-        "max_attempts": max_attempts,
-        "created_at": now,
-        "updated_at": now,
-    }
-    stmt = upsert_insert(session, Job).values(**values)
-    if fold:
-        statement = stmt.on_conflict_do_update(
-            index_elements=["key"],
-            index_where=_ACTIVE_WHERE,
-            set_={"run_at": stmt.excluded.run_at, "updated_at": now},
-        )
+    stamp = dialect.ts(now)
+    if lease is None:
+        status, attempts, token, until = JobStatus.QUEUED.value, 0, None, None
     else:
-        statement = stmt.on_conflict_do_nothing(index_elements=["key"], index_where=_ACTIVE_WHERE)
-    await session.exec(statement)
+        status, attempts = JobStatus.RUNNING.value, 1
+        token, until = lease[0], dialect.ts(now + timedelta(seconds=lease[1]))
+    conflict = (
+        "DO UPDATE SET run_at = excluded.run_at, updated_at = excluded.updated_at"
+        if fold
+        else "DO NOTHING"
+    )
+    # The partial index's predicate is written out: bound parameters would stop PostgreSQL
+    # matching it once the prepared statement goes generic.
+    result = await run(
+        conn,
+        dialect,
+        "INSERT INTO jobs (kind, key, payload, status, run_at, attempts, max_attempts, "
+        "lease_until, leased_by, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"ON CONFLICT (key) WHERE {ACTIVE_JOB_PREDICATE} {conflict} RETURNING id",
+        (
+            kind,
+            key,
+            dialect.json(payload or {}),
+            status,
+            dialect.ts(run_at or now),
+            attempts,
+            max_attempts,
+            until,
+            token,
+            stamp,
+            stamp,
+        ),
+    )
+    job_id = result.scalar()
+    if dialect.postgres and lease is None:
+        await run(conn, dialect, f"SELECT pg_notify('{JOBS_CHANNEL}', ?)", (kind,))
+    return int(job_id) if job_id is not None else None
 
 
-async def lease_next(*, session: AsyncSession, worker_id: str, lease_seconds: float) -> Job | None:
-    """Take the most overdue job: a queued one that is due, or a running one whose lease lapsed."""
+async def lease_batch(
+    *,
+    conn: AsyncConnection,
+    kinds: Sequence[str],
+    limit: int,
+    worker_id: str,
+    lease_seconds: float,
+) -> list[Lease]:
+    """Take up to `limit` of the most overdue jobs of `kinds`: queued and due, or running with
+    a lapsed lease (their worker died). PostgreSQL skips rows other workers are taking."""
+    dialect = dialect_of(conn)
     now = utcnow()
-    candidate = (
-        select(Job.id)
-        .where(
-            or_(
-                (col(Job.status) == JobStatus.QUEUED) & (col(Job.run_at) <= now),
-                (col(Job.status) == JobStatus.RUNNING) & (col(Job.lease_until) < now),
-            )
-        )
-        .order_by(col(Job.run_at))
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
+    token = lease_token(worker_id)
+    skip_locked = " FOR UPDATE SKIP LOCKED" if dialect.postgres else ""
+    result = await run(
+        conn,
+        dialect,
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = ?, "
+        "leased_by = ?, updated_at = ? WHERE id IN ("
+        f"SELECT id FROM jobs WHERE kind IN ({marks(len(kinds))}) AND ("
+        "(status = 'queued' AND run_at <= ?) OR (status = 'running' AND lease_until < ?)) "
+        f"ORDER BY run_at LIMIT ?{skip_locked}) RETURNING {_COLUMNS}",
+        (
+            dialect.ts(now + timedelta(seconds=lease_seconds)),
+            token,
+            dialect.ts(now),
+            *kinds,
+            dialect.ts(now),
+            dialect.ts(now),
+            limit,
+        ),
     )
-    statement = (
-        update(Job)
-        .where(col(Job.id) == candidate)
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=col(Job.attempts) + 1,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            leased_by=f"{worker_id}:{secrets.token_hex(6)}",
-            updated_at=now,
-        )
-        .returning(Job)
-    )
-    result = await session.exec(statement)
-    job: Job | None = result.scalar_one_or_none()
-    return job
+    leases = [_lease(row, token) for row in result]
+    leases.sort(key=lambda lease: lease.id)
+    return leases
 
 
-async def extend_lease(
-    *, session: AsyncSession, job_id: int, lease_token: str, lease_seconds: float
-) -> bool:
+async def extend_leases(
+    *, conn: AsyncConnection, leases: Sequence[Lease], lease_seconds: float
+) -> set[int]:
+    """Renew all of a worker's leases in one statement; the ids still held."""
+    if not leases:
+        return set()
+    dialect = dialect_of(conn)
     now = utcnow()
-    result = await session.exec(
-        update(Job)
-        .where(_held(job_id, lease_token))
-        .values(lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+    tokens = sorted({lease.token for lease in leases})
+    ids = sorted(lease.id for lease in leases)
+    result = await run(
+        conn,
+        dialect,
+        "UPDATE jobs SET lease_until = ?, updated_at = ? WHERE status = 'running' "
+        f"AND leased_by IN ({marks(len(tokens))}) AND id IN ({marks(len(ids))}) RETURNING id",
+        (dialect.ts(now + timedelta(seconds=lease_seconds)), dialect.ts(now), *tokens, *ids),
     )
-    return _changed(result)
+    return {int(job_id) for (job_id,) in result}
 
 
-async def lock_leased_job(*, session: AsyncSession, job_id: int, lease_token: str) -> Job | None:
-    """The job, row-locked, if this lease still holds it; None when the lease was lost."""
-    result = await session.exec(select(Job).where(_held(job_id, lease_token)).with_for_update())
-    return result.first()
+async def holds(*, conn: AsyncConnection, lease: Lease) -> bool:
+    """Whether `lease` still holds its job; on PostgreSQL the row stays locked until commit,
+    so the lease cannot lapse to another worker between this check and the caller's writes."""
+    dialect = dialect_of(conn)
+    lock = " FOR UPDATE" if dialect.postgres else ""
+    result = await run(
+        conn,
+        dialect,
+        f"SELECT 1 FROM jobs WHERE id = ? AND leased_by = ? AND status = 'running'{lock}",
+        (lease.id, lease.token),
+    )
+    return result.first() is not None
 
 
 async def finish(
     *,
-    session: AsyncSession,
-    job_id: int,
-    lease_token: str,
+    conn: AsyncConnection,
+    lease: Lease,
     status: JobStatus = JobStatus.DONE,
     error: str | None = None,
 ) -> bool:
-    return await _settle(
-        session=session, job_id=job_id, lease_token=lease_token, status=status, error=error
-    )
+    return await _settle(conn, lease, status=status, error=error)
 
 
 async def retry_later(
-    *, session: AsyncSession, job_id: int, lease_token: str, run_at: datetime, error: str | None
+    *, conn: AsyncConnection, lease: Lease, run_at: datetime, error: str | None
 ) -> bool:
-    return await _settle(
-        session=session,
-        job_id=job_id,
-        lease_token=lease_token,
-        status=JobStatus.QUEUED,
-        error=error,
-        run_at=run_at,
-    )
+    return await _settle(conn, lease, status=JobStatus.QUEUED, error=error, run_at=run_at)
 
 
-async def requeue(*, session: AsyncSession, job_id: int, lease_token: str) -> bool:
+async def requeue(*, conn: AsyncConnection, lease: Lease) -> bool:
     """Put a job back without counting the attempt (its input changed while it ran)."""
-    now = utcnow()
-    result = await session.exec(
-        update(Job)
-        .where(col(Job.id) == job_id, col(Job.leased_by) == lease_token)
-        .values(
-            status=JobStatus.QUEUED,
-            attempts=col(Job.attempts) - 1,
-            lease_until=None,
-            leased_by=None,
-            updated_at=now,
-        )
-    )
-    return _changed(result)
+    return await _settle(conn, lease, status=JobStatus.QUEUED, uncount=True)
 
 
 async def _settle(
+    conn: AsyncConnection,
+    lease: Lease,
     *,
-    session: AsyncSession,
-    job_id: int,
-    lease_token: str,
     status: JobStatus,
-    error: str | None,
+    error: str | None = None,
     run_at: datetime | None = None,
+    uncount: bool = False,
 ) -> bool:
-    values: dict[str, Any] = {
-        "status": status,
-        "lease_until": None,
-        "leased_by": None,
-        "updated_at": utcnow(),
-    }
+    dialect = dialect_of(conn)
+    sets = ["status = ?", "lease_until = NULL", "leased_by = NULL", "updated_at = ?"]
+    params: list[object] = [status.value, dialect.ts(utcnow())]
     if error is not None:
-        values["last_error"] = error[:2000]
+        sets.append("last_error = ?")
+        params.append(error[:2000])
     if run_at is not None:
-        values["run_at"] = run_at
-    result = await session.exec(
-        update(Job).where(col(Job.id) == job_id, col(Job.leased_by) == lease_token).values(**values)
+        sets.append("run_at = ?")
+        params.append(dialect.ts(run_at))
+    if uncount:
+        sets.append("attempts = attempts - 1")
+    result = await run(
+        conn,
+        dialect,
+        f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND leased_by = ?",
+        (*params, lease.id, lease.token),
     )
-    return _changed(result)
+    return bool(result.rowcount)
 
 
-async def next_due_at(*, session: AsyncSession) -> datetime | None:
-    """When the earliest waiting job falls due (or a running one's lease lapses)."""
-    queued = await session.exec(
-        select(func.min(Job.run_at)).where(col(Job.status) == JobStatus.QUEUED)
+async def next_due_at(*, conn: AsyncConnection, kinds: Sequence[str]) -> datetime | None:
+    """When the earliest waiting job of `kinds` falls due (or a running one's lease lapses)."""
+    dialect = dialect_of(conn)
+    result = await run(
+        conn,
+        dialect,
+        "SELECT min(CASE WHEN status = 'queued' THEN run_at ELSE lease_until END) FROM jobs "
+        f"WHERE kind IN ({marks(len(kinds))}) AND status IN ('queued', 'running')",
+        tuple(kinds),
     )
-    lapsing = await session.exec(
-        select(func.min(Job.lease_until)).where(col(Job.status) == JobStatus.RUNNING)
-    )
-    times = [t for t in (queued.first(), lapsing.first()) if t is not None]
-    return min(times) if times else None
+    return parse_ts(result.scalar())
 
 
 async def list_jobs(*, session: AsyncSession, key: str | None = None) -> list[Job]:
@@ -202,19 +253,15 @@ async def list_jobs(*, session: AsyncSession, key: str | None = None) -> list[Jo
     return list(result)
 
 
-def _held(job_id: int, lease_token: str) -> Any:
-    return (
-        (col(Job.id) == job_id)
-        & (col(Job.leased_by) == lease_token)
-        & (col(Job.status) == JobStatus.RUNNING)
+def _lease(row: Any, token: str) -> Lease:
+    job_id, kind, key, payload, attempts, max_attempts, last_error = row
+    return Lease(
+        id=int(job_id),
+        kind=kind,
+        key=key,
+        payload=parse_json(payload) or {},
+        attempts=int(attempts),
+        max_attempts=int(max_attempts),
+        last_error=last_error,
+        token=token,
     )
-
-
-def _changed(result: Any) -> bool:
-    return bool(result.rowcount)
-
-
-def job_id(job: Job) -> int:
-    """A stored job's id (only unsaved rows lack one)."""
-    assert job.id is not None
-    return job.id

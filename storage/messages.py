@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Message, MessageDirection, MessageStatus
-from storage.types import new_id, upsert_insert, utcnow
+from storage.models import Contact, Conversation, Message, MessageDirection, MessageStatus
+from storage.raw import Dialect, run
+from storage.types import new_id, utcnow
 
 # Carriers report out of order; a status only ever moves to a later rank.
 STATUS_RANK: dict[str, int] = {
@@ -25,47 +28,6 @@ STATUS_RANK: dict[str, int] = {
 }
 
 
-async def insert_inbound(
-    *,
-    session: AsyncSession,
-    workspace_id: str,
-    conversation_id: str,
-    body: str,
-    from_number: str,
-    to_number: str,
-    provider: str,
-    provider_message_id: str,
-    media_urls: Sequence[str] = (),
-) -> str | None:
-    """Store an inbound text once; None when this provider id was stored before (a retry)."""
-    now = utcnow()
-    message_id = new_id("msg")
-    result = await session.exec(
-        upsert_insert(session, Message)
-        .values(
-            id=message_id,
-            workspace_id=workspace_id,
-            conversation_id=conversation_id,
-            direction=MessageDirection.INBOUND,
-            author="contact",
-            body=body,
-            media_urls=list(media_urls),
-            from_number=from_number,
-            to_number=to_number,
-            provider=provider,
-            provider_message_id=provider_message_id,
-            status=MessageStatus.RECEIVED,
-            segments=0,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["provider", "provider_message_id"])
-        .returning(col(Message.id))
-    )
-    stored: str | None = result.scalar_one_or_none()
-    return stored
-
-
 async def find_by_provider_id(
     *, session: AsyncSession, provider: str, provider_message_id: str
 ) -> Message | None:
@@ -75,6 +37,13 @@ async def find_by_provider_id(
         )
     )
     return result.first()
+
+
+@dataclass(frozen=True)
+class QueuedOutbound:
+    id: str
+    status: str
+    segments: int
 
 
 async def add_outbound(
@@ -92,27 +61,32 @@ async def add_outbound(
     cost_cents: float | None,
     agent_run_id: str | None = None,
     media_urls: Sequence[str] = (),
-) -> Message:
-    message = Message(
-        id=new_id("msg"),
-        workspace_id=workspace_id,
-        conversation_id=conversation_id,
-        direction=MessageDirection.OUTBOUND,
-        author=author,
-        body=body,
-        media_urls=list(media_urls),
-        from_number=from_number,
-        to_number=to_number,
-        provider=provider,
-        status=MessageStatus.QUEUED,
-        segments=segments,
-        encoding=encoding,
-        cost_cents=cost_cents,
-        agent_run_id=agent_run_id,
+) -> QueuedOutbound:
+    """A queued outbound text, by one INSERT and no row object."""
+    now = utcnow()
+    message_id = new_id("msg")
+    await session.exec(
+        insert(Message).values(
+            id=message_id,
+            workspace_id=workspace_id,
+            conversation_id=conversation_id,
+            direction=MessageDirection.OUTBOUND,
+            author=author,
+            body=body,
+            media_urls=list(media_urls),
+            from_number=from_number,
+            to_number=to_number,
+            provider=provider,
+            status=MessageStatus.QUEUED,
+            segments=segments,
+            encoding=encoding,
+            cost_cents=cost_cents,
+            agent_run_id=agent_run_id,
+            created_at=now,
+            updated_at=now,
+        )
     )
-    session.add(message)
-    await session.flush()
-    return message
+    return QueuedOutbound(message_id, MessageStatus.QUEUED, segments)
 
 
 async def get_message(*, session: AsyncSession, message_id: str) -> Message | None:
@@ -131,6 +105,19 @@ async def unhandled_inbound(*, session: AsyncSession, conversation_id: str) -> l
         .order_by(col(Message.created_at), col(Message.id))
     )
     return list(result)
+
+
+async def unhandled_ids(*, conn: AsyncConnection, conversation_id: str) -> set[str]:
+    """Ids of the inbound texts no turn has answered yet (a turn's last look before it commits)."""
+    dialect = Dialect(conn.dialect.name)
+    result = await run(
+        conn,
+        dialect,
+        "SELECT id FROM messages WHERE conversation_id = ? AND direction = 'inbound' "
+        "AND handled_at IS NULL",
+        (conversation_id,),
+    )
+    return {message_id for (message_id,) in result}
 
 
 async def mark_handled(
@@ -199,6 +186,40 @@ async def advance_status(
             .values(provider_message_id=provider_message_id)
         )
     return False
+
+
+@dataclass(frozen=True)
+class OutboundWithRecipient:
+    message: Message
+    opted_out: bool
+    blocked: bool
+
+
+async def outbound_with_recipient(
+    *, session: AsyncSession, message_id: str
+) -> OutboundWithRecipient | None:
+    """An outbound message and whether its recipient may be texted, in one query."""
+    result = await session.exec(
+        select(Message, Contact.opted_out, Contact.blocked)
+        .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
+        .join(Contact, col(Contact.id) == col(Conversation.contact_id))
+        .where(col(Message.id) == message_id)
+    )
+    row = result.first()
+    if row is None:
+        return None
+    message, opted_out, blocked = row
+    return OutboundWithRecipient(message, bool(opted_out), bool(blocked))
+
+
+async def claim_for_sending(*, session: AsyncSession, message_id: str) -> bool:
+    """Mark a queued message `sending`; False when it is no longer queued."""
+    result = await session.exec(
+        update(Message)
+        .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.QUEUED)
+        .values(status=MessageStatus.SENDING, updated_at=utcnow())
+    )
+    return bool(result.rowcount)
 
 
 async def set_status(*, session: AsyncSession, message_id: str, status: MessageStatus) -> None:

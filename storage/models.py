@@ -233,7 +233,7 @@ class Job(SQLModel, table=True):
             sqlite_where=text(ACTIVE_JOB_PREDICATE),
             postgresql_where=text(ACTIVE_JOB_PREDICATE),
         ),
-        Index("ix_jobs_due", "status", "run_at"),
+        Index("ix_jobs_lane_due", "kind", "status", "run_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

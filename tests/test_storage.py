@@ -8,10 +8,12 @@ from datetime import timedelta
 
 import pytest
 
-from storage import contacts, conversations, jobs, messages
+from storage import jobs, messages
 from storage.engine import SessionFactory, create_engine, create_session_factory
+from storage.inbound import InboundRow, store_inbound
+from storage.jobs import Lease, dialect_of
 from storage.migrate import migrate
-from storage.models import Job, JobStatus, MessageStatus
+from storage.models import JobStatus, MessageStatus
 from storage.types import utcnow
 from storage.workspaces import ensure_workspace
 from tests.harness import Database
@@ -39,17 +41,24 @@ async def sessions(db: Database) -> AsyncIterator[SessionFactory]:
 async def _enqueue(sessions: SessionFactory, key: str, *, fold: bool, delay: float = 0) -> None:
     async with sessions() as session, session.begin():
         await jobs.enqueue(
-            session=session,
-            kind="turn",
+            conn=await session.connection(),
+            kind=key.split(":")[0],
             key=key,
             run_at=utcnow() + timedelta(seconds=delay),
             fold=fold,
         )
 
 
-async def _lease(sessions: SessionFactory, lease_seconds: float = 30) -> Job | None:
+async def _lease(sessions: SessionFactory, lease_seconds: float = 30) -> Lease | None:
     async with sessions() as session, session.begin():
-        return await jobs.lease_next(session=session, worker_id="w", lease_seconds=lease_seconds)
+        leased = await jobs.lease_batch(
+            conn=await session.connection(),
+            kinds=("turn", "send"),
+            limit=1,
+            worker_id="w",
+            lease_seconds=lease_seconds,
+        )
+    return leased[0] if leased else None
 
 
 async def test_a_key_folds_into_its_unfinished_job(sessions: SessionFactory) -> None:
@@ -76,15 +85,11 @@ async def test_a_lapsed_lease_is_taken_over_and_the_old_holder_fenced_off(
     assert second is not None
     assert second.id == first.id
     assert second.attempts == 2
-    assert second.leased_by != first.leased_by
+    assert second.token != first.token
 
     async with sessions() as session, session.begin():
-        stale = await jobs.finish(
-            session=session, job_id=first.id or 0, lease_token=first.leased_by or ""
-        )
-        current = await jobs.finish(
-            session=session, job_id=second.id or 0, lease_token=second.leased_by or ""
-        )
+        stale = await jobs.finish(conn=await session.connection(), lease=first)
+        current = await jobs.finish(conn=await session.connection(), lease=second)
     assert (stale, current) == (False, True)
     async with sessions() as session:
         [job] = await jobs.list_jobs(session=session, key="send:x")
@@ -96,7 +101,7 @@ async def test_a_finished_key_can_be_queued_again(sessions: SessionFactory) -> N
     job = await _lease(sessions)
     assert job is not None
     async with sessions() as session, session.begin():
-        await jobs.finish(session=session, job_id=job.id or 0, lease_token=job.leased_by or "")
+        await jobs.finish(conn=await session.connection(), lease=job)
     await _enqueue(sessions, "turn:b", fold=True)
     async with sessions() as session:
         statuses = [j.status for j in await jobs.list_jobs(session=session, key="turn:b")]
@@ -117,32 +122,30 @@ async def test_concurrent_workers_never_take_the_same_job(sessions: SessionFacto
 async def test_inbound_is_stored_once_and_statuses_only_move_forward(
     sessions: SessionFactory,
 ) -> None:
+    row = InboundRow(
+        workspace_id="ws_test",
+        provider="twilio",
+        provider_message_id="SM1",
+        from_number="+13105551234",
+        to_number="+15550001111",
+        body="hi",
+        media_urls=(),
+        turn_delay_seconds=0,
+        max_attempts=6,
+    )
     async with sessions() as session, session.begin():
-        contact = await contacts.upsert_contact_by_phone(
-            session=session, workspace_id="ws_test", phone="+13105551234"
-        )
-        conversation_id = await conversations.insert_conversation(
-            session=session,
-            workspace_id="ws_test",
-            contact_id=contact.id,
-            sender_number="+15550001111",
-            provider="twilio",
-        )
-    fields = {
-        "workspace_id": "ws_test",
-        "conversation_id": conversation_id,
-        "body": "hi",
-        "from_number": "+13105551234",
-        "to_number": "+15550001111",
-        "provider": "twilio",
-        "provider_message_id": "SM1",
-    }
+        conn = await session.connection()
+        first = await store_inbound(conn, dialect_of(conn), [row])
     async with sessions() as session, session.begin():
-        first = await messages.insert_inbound(session=session, **fields)
-    async with sessions() as session, session.begin():
-        again = await messages.insert_inbound(session=session, **fields)
-    assert first is not None
-    assert again is None
+        conn = await session.connection()
+        again = await store_inbound(conn, dialect_of(conn), [row, row])
+    assert [s.duplicate for s in first] == [False]
+    assert [s.duplicate for s in again] == [True, True]
+    assert {s.message_id for s in again} == {first[0].message_id}
+    conversation_id = first[0].conversation_id
+    async with sessions() as session:
+        thread = await messages.thread(session=session, conversation_id=conversation_id)
+    assert [m.provider_message_id for m in thread] == ["SM1"]
 
     async with sessions() as session, session.begin():
         outbound = await messages.add_outbound(

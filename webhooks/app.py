@@ -18,9 +18,12 @@ from agent.outbox import SEND_JOB, SendHandler
 from agent.providers import ConsoleProvider, SmsProvider
 from agent.settings import Settings
 from agent.turns import TurnHandler
-from agent.worker import Worker
-from storage.engine import create_engine, create_session_factory
+from agent.worker import LaneSpec, Worker
+from storage.batching import GroupCommit
+from storage.engine import create_engine, create_reader_engine, create_session_factory
+from storage.inbound import store_inbound
 from storage.migrate import migrate
+from storage.notify import listen_for_jobs, plain_dsn
 from storage.workspaces import ensure_workspace
 from webhooks.api import hash_api_key
 from webhooks.errors import error_middleware
@@ -49,14 +52,38 @@ def create_app(
 
 
 def _lifetime(
-    brain_override: Brain | Configured | None,
-    provider_override: Mapping[str, SmsProvider] | None,
+    brain: Brain | Configured | None, providers: Mapping[str, SmsProvider] | None
 ) -> Lifetime:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        if (path := settings.sqlite_path()) is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(settings.database_url, schema=settings.database_schema)
+        async with runtime(
+            settings, brain=brain, providers=providers, worker=settings.run_worker
+        ) as deps:
+            app[DEPS] = deps
+            yield
+
+    return lifetime
+
+
+@contextlib.asynccontextmanager
+async def runtime(
+    settings: Settings,
+    *,
+    brain: Brain | Configured | None = "configured",
+    providers: Mapping[str, SmsProvider] | None = None,
+    worker: bool = True,
+) -> AsyncIterator[Deps]:
+    """Everything but HTTP: the database, the inbound writer, the providers, the model and (when
+    `worker`) the worker with its lanes. `serve` runs it under the app; `worker` on its own."""
+    if (path := settings.sqlite_path()) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        settings.database_url,
+        schema=settings.database_schema,
+        pool_size=settings.database_pool_size,
+    )
+    reader = create_reader_engine(settings.database_url)
+    try:
         await migrate(engine, schema=settings.database_schema)
         sessions = create_session_factory(engine)
         async with sessions() as session, session.begin():
@@ -71,45 +98,79 @@ def _lifetime(
                     hash_api_key(settings.api_key.get_secret_value()) if settings.api_key else None
                 ),
             )
-        http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=settings.send_timeout_seconds)
+        nudge = Nudge()
+        inbound = GroupCommit(
+            engine,
+            store_inbound,
+            name="inbound",
+            max_batch=settings.ingest_max_batch,
+            after_commit=nudge,
         )
-        brain = build_brain(settings) if brain_override == "configured" else brain_override
-        deps = Deps(
-            settings=settings,
-            sessions=sessions,
-            providers=provider_override or _providers(settings, http),
-            brain=brain,
-            nudge=Nudge(),
-        )
-        app[DEPS] = deps
-        worker = Worker(
-            sessions=sessions,
-            handlers={TURN_JOB: TurnHandler(deps), SEND_JOB: SendHandler(deps)},
-            nudge=deps.nudge,
-            concurrency=settings.worker_concurrency,
-            lease_seconds=settings.job_lease_seconds,
-            poll_seconds=settings.worker_poll_seconds,
-        )
-        task = asyncio.create_task(worker.run(), name="worker") if settings.run_worker else None
-        log.info(
-            "app.started provider=%s llm=%s database=%s",
-            settings.sms_provider,
-            "on" if deps.brain else "off",
-            engine.dialect.name,
-        )
-        try:
-            yield
-        finally:
-            if task is not None:
-                await worker.stop()
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await http.close()
-            await engine.dispose()
+        async with (
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=settings.send_timeout_seconds)
+            ) as http,
+            contextlib.AsyncExitStack() as background,
+        ):
+            deps = Deps(
+                settings=settings,
+                engine=engine,
+                sessions=sessions,
+                reads=create_session_factory(reader) if reader is not None else sessions,
+                providers=providers or _providers(settings, http),
+                brain=build_brain(settings) if brain == "configured" else brain,
+                nudge=nudge,
+                inbound=inbound,
+            )
+            inbound.start()
+            background.push_async_callback(inbound.stop)
+            if worker:
+                await _start_worker(deps, background)
+            log.info(
+                "app.started provider=%s llm=%s database=%s worker=%s",
+                settings.sms_provider,
+                "on" if deps.brain else "off",
+                engine.dialect.name,
+                "on" if worker else "off",
+            )
+            yield deps
+    finally:
+        await engine.dispose()
+        if reader is not None:
+            await reader.dispose()
 
-    return lifetime
+
+async def _start_worker(deps: Deps, background: contextlib.AsyncExitStack) -> None:
+    settings = deps.settings
+    turns = TurnHandler(deps)
+    worker = Worker(
+        engine=deps.engine,
+        handlers={TURN_JOB: turns, SEND_JOB: SendHandler(deps)},
+        lanes=[
+            LaneSpec("sends", (SEND_JOB,), settings.worker_sends, batch=50),
+            LaneSpec("turns", (TURN_JOB,), settings.worker_turns, batch=100),
+        ],
+        nudge=deps.nudge,
+        lease_seconds=settings.job_lease_seconds,
+        poll_seconds=settings.worker_poll_seconds,
+    )
+    deps.dispatch.run_now = worker.run_now
+    stopping = asyncio.Event()
+    tasks = [asyncio.create_task(worker.run(), name="worker")]
+    if deps.engine.dialect.name == "postgresql":
+        listener = listen_for_jobs(plain_dsn(deps.engine.url), deps.nudge, stopping)
+        tasks.append(asyncio.create_task(listener, name="job-listener"))
+
+    async def stop() -> None:
+        stopping.set()
+        await worker.stop()
+        # The loops end by themselves; cancelling is for one stuck past the grace period.
+        _, stuck = await asyncio.wait(tasks, timeout=5)
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    background.push_async_callback(stop)
 
 
 def _providers(settings: Settings, http: aiohttp.ClientSession) -> dict[str, SmsProvider]:

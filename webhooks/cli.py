@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -18,10 +19,16 @@ from pydantic import ValidationError
 from agent.errors import NotFound
 from agent.settings import Settings
 from agent.transcripts import list_recent, load_conversation
-from storage.engine import SessionFactory, create_engine, create_session_factory
-from webhooks.app import create_app
+from storage.engine import (
+    SessionFactory,
+    create_engine,
+    create_reader_engine,
+    create_session_factory,
+)
+from webhooks.app import create_app, runtime
 from webhooks.logs import configure_logging
 from webhooks.render import render_conversation, render_list
+from webhooks.supervise import supervise
 
 T = TypeVar("T")
 
@@ -48,18 +55,56 @@ def main() -> None:
 
 
 @main.command()
-def serve() -> None:
+@click.option(
+    "--processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes sharing the port, each with its own worker (PostgreSQL only past 1).",
+)
+@click.option("--reuse-port", is_flag=True, hidden=True)
+def serve(processes: int, reuse_port: bool) -> None:
     """Run the service: webhooks, the API and the worker (configured by SMSAGENT_* variables)."""
     settings = load_settings()
     configure_logging(settings.log_level, as_json=settings.log_json)
+    if processes > 1:
+        if settings.sqlite_path() is not None or settings.database_url.startswith("sqlite"):
+            raise click.ClickException(
+                "SQLite has a single writer: run one process, or set SMSAGENT_DATABASE_URL to "
+                "a postgresql:// URL to run several"
+            )
+        sys.exit(supervise(processes, ["serve", "--reuse-port"]))
     app = create_app(settings)
     web.run_app(
         app,
         host=settings.host,
         port=settings.port,
+        reuse_port=reuse_port or None,
         access_log_format='"%r" %s %Tfs',
         print=lambda line: click.echo(line, err=True),
     )
+
+
+@main.command()
+def worker() -> None:
+    """Run only the worker (turns and sends), beside web processes on the same PostgreSQL."""
+    settings = load_settings()
+    configure_logging(settings.log_level, as_json=settings.log_json)
+    if settings.sqlite_path() is not None:
+        raise click.ClickException(
+            "SQLite has a single writer: `serve` runs its own worker; a separate worker "
+            "needs PostgreSQL"
+        )
+    run_sync(_work(settings))
+
+
+async def _work(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with runtime(settings, worker=True):
+        await stop.wait()
 
 
 @main.command()
@@ -160,7 +205,10 @@ def _read(settings: Settings, query: Callable[[SessionFactory], Awaitable[T]]) -
 
 
 async def _query(settings: Settings, query: Callable[[SessionFactory], Awaitable[T]]) -> T:
-    engine = create_engine(settings.database_url, schema=settings.database_schema)
+    # SQLite: a read-only connection, which never waits for (or delays) a running service.
+    engine = create_reader_engine(settings.database_url, pool_size=1) or create_engine(
+        settings.database_url, schema=settings.database_schema
+    )
     try:
         return await query(create_session_factory(engine))
     finally:
