@@ -15,19 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.raw import Dialect
+from storage.raw import Dialect, Plan, commit_plan
 
 log = logging.getLogger("smsagent.batching")
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-BatchWrite = Callable[[AsyncConnection, Dialect, Sequence[T]], Awaitable[list[R]]]
+# The statements that write a batch (a `storage.raw.Plan`), one result per item.
+BatchWrite = Callable[[Dialect, Sequence[T]], Plan[list[R]]]
 
 
 class GroupCommit(Generic[T, R]):
@@ -140,8 +141,7 @@ class GroupCommit(Generic[T, R]):
             future.set_exception(error)
 
     async def _transaction(self, items: Sequence[T]) -> list[R]:
-        async with self._engine.begin() as conn:
-            return await self._write(conn, self._dialect, items)
+        return await commit_plan(self._engine, self._write(self._dialect, items))
 
 
 def _kind(exc: BaseException) -> str:

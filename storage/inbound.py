@@ -12,10 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from storage.models import ACTIVE_JOB_PREDICATE
-from storage.raw import Dialect, marks, rows, run
+from storage.raw import Dialect, Plan, marks
 from storage.types import new_id, utcnow
 
 TURN_JOB = "turn"
@@ -50,12 +48,10 @@ class MessageConflict(Exception):
     """Another writer stored one of these provider ids first; the batch must be redone."""
 
 
-async def store_inbound(
-    conn: AsyncConnection, dialect: Dialect, batch: Sequence[InboundRow]
-) -> list[Stored]:
-    """Store `batch` in the caller's transaction; one `Stored` per row, in order."""
+def store_inbound(dialect: Dialect, batch: Sequence[InboundRow]) -> Plan[list[Stored]]:
+    """The statements that store `batch`; one `Stored` per row, in order."""
     now = utcnow()
-    known = await _stored_already(conn, dialect, batch)
+    known = yield from _stored_already(batch)
     fresh: list[int] = []
     first_of: dict[tuple[str, str], int] = {}
     for i, row in enumerate(batch):
@@ -66,13 +62,13 @@ async def store_inbound(
     results: dict[int, Stored] = {}
     if fresh:
         new = [batch[i] for i in fresh]
-        contact_ids = await _upsert_contacts(conn, dialect, new, now)
-        threads = await _threads(conn, dialect, new, contact_ids, now)
+        contact_ids = yield from _upsert_contacts(dialect, new, now)
+        threads = yield from _threads(dialect, new, contact_ids, now)
         message_ids = [new_id("msg") for _ in new]
-        await _insert_messages(conn, dialect, new, threads, message_ids, now)
-        await _enqueue_turns(conn, dialect, new, threads, now)
+        yield from _insert_messages(dialect, new, threads, message_ids, now)
+        yield from _enqueue_turns(dialect, new, threads, now)
         if dialect.postgres:
-            await run(conn, dialect, f"SELECT pg_notify('{JOBS_CHANNEL}', '{TURN_JOB}')")
+            yield (f"SELECT pg_notify('{JOBS_CHANNEL}', '{TURN_JOB}')", ())
         for i, row, message_id in zip(fresh, new, message_ids, strict=True):
             conversation_id = threads[(row.workspace_id, row.from_number, row.to_number)]
             results[i] = Stored(message_id, conversation_id, duplicate=False)
@@ -91,17 +87,15 @@ async def store_inbound(
     return out
 
 
-async def _stored_already(
-    conn: AsyncConnection, dialect: Dialect, batch: Sequence[InboundRow]
-) -> dict[tuple[str, str], tuple[str, str]]:
+def _stored_already(
+    batch: Sequence[InboundRow],
+) -> Plan[dict[tuple[str, str], tuple[str, str]]]:
     known: dict[tuple[str, str], tuple[str, str]] = {}
     by_provider: dict[str, set[str]] = {}
     for row in batch:
         by_provider.setdefault(row.provider, set()).add(row.provider_message_id)
     for provider, ids in by_provider.items():
-        found = await rows(
-            conn,
-            dialect,
+        found = yield (
             "SELECT provider_message_id, id, conversation_id FROM messages "
             f"WHERE provider = ? AND provider_message_id IN ({marks(len(ids))})",
             (provider, *sorted(ids)),
@@ -111,9 +105,9 @@ async def _stored_already(
     return known
 
 
-async def _upsert_contacts(
-    conn: AsyncConnection, dialect: Dialect, batch: Sequence[InboundRow], now: datetime
-) -> dict[tuple[str, str], str]:
+def _upsert_contacts(
+    dialect: Dialect, batch: Sequence[InboundRow], now: datetime
+) -> Plan[dict[tuple[str, str], str]]:
     """Contact ids by (workspace, phone), creating new contacts.
 
     The no-op update makes RETURNING answer for existing rows too, and on PostgreSQL takes each
@@ -126,9 +120,7 @@ async def _upsert_contacts(
     params: list[object] = []
     for workspace_id, phone in keys:
         params += [new_id("ct"), workspace_id, phone, empty_map, empty_list, no, no, stamp, stamp]
-    upserted = await rows(
-        conn,
-        dialect,
+    upserted = yield (
         "INSERT INTO contacts (id, workspace_id, phone, custom_fields, tags, opted_out, blocked, "
         f"created_at, updated_at) VALUES {marks(len(keys), 9)} "
         "ON CONFLICT (workspace_id, phone) DO UPDATE SET phone = excluded.phone "
@@ -138,20 +130,17 @@ async def _upsert_contacts(
     return {(workspace_id, phone): contact_id for contact_id, workspace_id, phone in upserted}
 
 
-async def _threads(
-    conn: AsyncConnection,
+def _threads(
     dialect: Dialect,
     batch: Sequence[InboundRow],
     contact_ids: dict[tuple[str, str], str],
     now: datetime,
-) -> dict[tuple[str, str, str], str]:
+) -> Plan[dict[tuple[str, str, str], str]]:
     """The live thread for each (workspace, customer, our number): the newest one not closed,
     or a new one. Existing threads are touched; new ones are opened by one insert."""
     wanted = {(r.workspace_id, r.from_number, r.to_number): r.provider for r in batch}
     by_contact = {contact_ids[(w, phone)]: (w, phone) for w, phone, _ in wanted}
-    live = await rows(
-        conn,
-        dialect,
+    live = yield (
         "SELECT id, contact_id, sender_number FROM conversations "
         f"WHERE contact_id IN ({marks(len(by_contact))}) AND status IN ('open', 'pending') "
         "ORDER BY created_at DESC, id DESC",
@@ -164,9 +153,7 @@ async def _threads(
     touched = [threads[key] for key in wanted if key in threads]
     stamp = dialect.ts(now)
     if touched:
-        await run(
-            conn,
-            dialect,
+        yield (
             "UPDATE conversations SET last_message_at = ?, updated_at = ? "
             f"WHERE id IN ({marks(len(touched))})",
             (stamp, stamp, *sorted(touched)),
@@ -187,9 +174,7 @@ async def _threads(
                 stamp,
                 stamp,
             ]
-        await run(
-            conn,
-            dialect,
+        yield (
             "INSERT INTO conversations (id, workspace_id, contact_id, sender_number, provider, "
             "status, mode, created_at, updated_at, last_message_at) VALUES "
             + ",".join(["(?, ?, ?, ?, ?, 'open', 'agent', ?, ?, ?)"] * len(missing)),
@@ -198,14 +183,13 @@ async def _threads(
     return threads
 
 
-async def _insert_messages(
-    conn: AsyncConnection,
+def _insert_messages(
     dialect: Dialect,
     batch: Sequence[InboundRow],
     threads: dict[tuple[str, str, str], str],
     message_ids: Sequence[str],
     now: datetime,
-) -> None:
+) -> Plan[None]:
     stamp = dialect.ts(now)
     params: list[object] = []
     for row, message_id in zip(batch, message_ids, strict=True):
@@ -231,19 +215,18 @@ async def _insert_messages(
         )
         + " ON CONFLICT (provider, provider_message_id) DO NOTHING RETURNING id"
     )
-    inserted = await run(conn, dialect, statement, params)
-    if len(inserted.all()) != len(batch):
+    inserted = yield (statement, params)
+    if len(inserted) != len(batch):
         # Another process stored one of these ids since the look-up: redo the batch.
         raise MessageConflict
 
 
-async def _enqueue_turns(
-    conn: AsyncConnection,
+def _enqueue_turns(
     dialect: Dialect,
     batch: Sequence[InboundRow],
     threads: dict[tuple[str, str, str], str],
     now: datetime,
-) -> None:
+) -> Plan[None]:
     """One turn job per thread; a thread's waiting (or running) turn is moved, not doubled:
     texts in the quiet window are answered together."""
     due: dict[str, tuple[datetime, int]] = {}
@@ -263,9 +246,7 @@ async def _enqueue_turns(
         ]
     # The partial index's predicate is written out: bound parameters would stop PostgreSQL
     # matching it once the prepared statement goes generic.
-    await run(
-        conn,
-        dialect,
+    yield (
         "INSERT INTO jobs (kind, key, payload, status, run_at, attempts, max_attempts, "
         "created_at, updated_at) VALUES "
         + ",".join([f"('{TURN_JOB}', ?, ?, 'queued', ?, 0, ?, ?, ?)"] * len(due))

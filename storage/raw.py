@@ -4,21 +4,31 @@ The ORM and SQLAlchemy's statement compiler cost tens of microseconds per statem
 the paths that run for every text (accept, lease, turn commit) write their SQL once, as strings
 cached per shape, and pass plain tuples to the driver. Statements are written with `?`
 placeholders and renumbered to `$n` for asyncpg.
+
+A multi-statement write is a `Plan`: a generator that yields `(sql, params)` and is sent back
+the rows. On PostgreSQL it runs statement by statement over the connection. On SQLite the whole
+transaction, BEGIN to COMMIT, runs as one call on the connection's own thread: aiosqlite costs a
+thread round trip (~0.1 ms) per driver call, about 27 of them for an inbound batch otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Generator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 _PLACEHOLDER = re.compile(r"\?")
+
+T = TypeVar("T")
+Statement = tuple[str, Sequence[Any]]
+Plan = Generator[Statement, list[tuple[Any, ...]], T]
 
 
 class Dialect:
@@ -82,4 +92,53 @@ async def rows(
 ) -> list[Any]:
     """The rows of a query, as tuples."""
     result = await run(conn, dialect, statement, params)
-    return [tuple(row) for row in result]
+    return [tuple(row) for row in result] if result.returns_rows else []
+
+
+async def run_plan(conn: AsyncConnection, plan: Plan[T]) -> T:
+    """Run `plan` statement by statement in the caller's transaction."""
+    dialect = Dialect(conn.dialect.name)
+    try:
+        statement, params = next(plan)
+        while True:
+            found = await rows(conn, dialect, statement, params)
+            statement, params = plan.send(found)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+async def commit_plan(engine: AsyncEngine, plan: Plan[T]) -> T:
+    """Run `plan` in a transaction of its own and commit it."""
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as conn:
+            return await run_plan(conn, plan)
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        execute = getattr(driver, "_execute", None)
+        if execute is None:  # an aiosqlite without its queue: the slow way, still correct
+            async with conn.begin():
+                return await run_plan(conn, plan)
+        result: T = await execute(_in_thread, driver._conn, plan)
+        return result
+
+
+def _in_thread(connection: sqlite3.Connection, plan: Plan[T]) -> T:
+    """The whole transaction, on the SQLite connection's own thread."""
+    cursor = connection.cursor()
+    cursor.execute("BEGIN")
+    try:
+        statement, params = next(plan)
+        while True:
+            cursor.execute(statement, tuple(params))
+            statement, params = plan.send(cursor.fetchall())
+    except StopIteration as done:
+        cursor.execute("COMMIT")
+        result: T = done.value
+        return result
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    finally:
+        cursor.close()

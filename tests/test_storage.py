@@ -14,6 +14,7 @@ from storage.inbound import InboundRow, store_inbound
 from storage.jobs import Lease, dialect_of
 from storage.migrate import migrate
 from storage.models import JobStatus, MessageStatus
+from storage.raw import run_plan
 from storage.types import utcnow
 from storage.workspaces import ensure_workspace
 from tests.harness import Database
@@ -135,10 +136,10 @@ async def test_inbound_is_stored_once_and_statuses_only_move_forward(
     )
     async with sessions() as session, session.begin():
         conn = await session.connection()
-        first = await store_inbound(conn, dialect_of(conn), [row])
+        first = await run_plan(conn, store_inbound(dialect_of(conn), [row]))
     async with sessions() as session, session.begin():
         conn = await session.connection()
-        again = await store_inbound(conn, dialect_of(conn), [row, row])
+        again = await run_plan(conn, store_inbound(dialect_of(conn), [row, row]))
     assert [s.duplicate for s in first] == [False]
     assert [s.duplicate for s in again] == [True, True]
     assert {s.message_id for s in again} == {first[0].message_id}
