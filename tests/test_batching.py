@@ -1,0 +1,345 @@
+"""What batching and lanes must not weaken: a bad text fails alone, a crash mid-batch loses no
+acknowledged text, two processes never run one thread's turns at once nor send twice, and a
+ready reply never waits behind turns waiting on the model."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+from sqlalchemy import text
+
+from storage.batching import GroupCommit
+from storage.engine import SessionFactory, create_engine, create_session_factory
+from storage.inbound import InboundRow, Stored, store_inbound
+from storage.migrate import migrate
+from storage.workspaces import ensure_workspace
+from tests.conftest import ServiceFactory
+from tests.fakes.llm_server import JSONDict, ScriptedLLM, Step, hold, reply
+from tests.fakes.twilio_server import TwilioStub
+from tests.harness import FROM_NUMBER, PUBLIC_URL, Database, post_signed, wait_until
+from tests.processes import ServeProcess
+
+
+def _row(number: int, *, workspace_id: str = "ws_test") -> InboundRow:
+    return InboundRow(
+        workspace_id=workspace_id,
+        provider="twilio",
+        provider_message_id="SM" + secrets.token_hex(16),
+        from_number=f"+1310555{number:04d}",
+        to_number=FROM_NUMBER,
+        body="see you then",
+        media_urls=(),
+        turn_delay_seconds=60,
+        max_attempts=6,
+    )
+
+
+@pytest.fixture
+async def engine_sessions(db: Database) -> AsyncIterator[tuple[Any, SessionFactory]]:
+    engine = create_engine(db.url, schema=db.schema)
+    await migrate(engine, schema=db.schema)
+    sessions = create_session_factory(engine)
+    async with sessions() as session, session.begin():
+        await ensure_workspace(
+            session=session,
+            workspace_id="ws_test",
+            name="t",
+            business_name="T",
+            timezone="UTC",
+            vertical="generic",
+            api_key_hash=None,
+        )
+    yield engine, sessions
+    await engine.dispose()
+
+
+async def _scalar(engine: Any, sql: str) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(sql))).scalar_one())
+
+
+async def test_a_bad_text_in_a_batch_fails_only_its_own_webhook(
+    engine_sessions: tuple[Any, SessionFactory],
+) -> None:
+    engine, _ = engine_sessions
+    writer: GroupCommit[InboundRow, Stored] = GroupCommit(
+        engine, store_inbound, name="test", linger_seconds=0.02
+    )
+    writer.start()
+    try:
+        rows = [_row(i) for i in range(12)]
+        rows[5] = _row(5, workspace_id="ws_nowhere")  # violates the workspace foreign key
+        results = await asyncio.gather(
+            *(writer.submit(row) for row in rows), return_exceptions=True
+        )
+    finally:
+        await writer.stop()
+
+    failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+    assert failed == [5]
+    stored = [r for r in results if isinstance(r, Stored)]
+    assert len({s.message_id for s in stored}) == 11
+    assert not any(s.duplicate for s in stored)
+    assert await _scalar(engine, "SELECT count(*) FROM messages") == 11
+    assert await _scalar(engine, "SELECT count(*) FROM jobs WHERE kind = 'turn'") == 11
+    # Nothing half-written for the bad one: no thread, no contact under the missing workspace.
+    assert await _scalar(engine, "SELECT count(*) FROM conversations") == 11
+
+
+async def test_concurrent_texts_share_transactions_and_retries_change_nothing(
+    engine_sessions: tuple[Any, SessionFactory],
+) -> None:
+    engine, _ = engine_sessions
+    writer: GroupCommit[InboundRow, Stored] = GroupCommit(engine, store_inbound, name="test")
+    writer.start()
+    try:
+        rows = [_row(i % 20) for i in range(100)]
+        first = await asyncio.gather(*(writer.submit(row) for row in rows))
+        again = await asyncio.gather(*(writer.submit(row) for row in rows[:10]))
+    finally:
+        await writer.stop()
+
+    assert writer.batches < 30  # 110 texts, far fewer commits
+    assert not any(s.duplicate for s in first)
+    assert all(s.duplicate for s in again)
+    assert [s.message_id for s in again] == [s.message_id for s in first[:10]]
+    assert await _scalar(engine, "SELECT count(*) FROM messages") == 100
+    # Twenty customers: twenty threads, each with one waiting turn however many texts came.
+    assert await _scalar(engine, "SELECT count(*) FROM conversations") == 20
+    assert await _scalar(engine, "SELECT count(*) FROM jobs WHERE status = 'queued'") == 20
+
+
+async def test_a_ready_reply_is_not_delayed_by_queued_turns(
+    make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    service = await make_service()
+    llm.default = hold(reply("Thanks, noted."))
+    customers = [f"+1310555{2000 + i:04d}" for i in range(40)]
+    for i, number in enumerate(customers):
+        status, _, _ = await service.twilio_inbound(
+            "can I move my appointment?", sid=f"SM{i:032d}", sender=number
+        )
+        assert status == 200
+    await wait_until(lambda: _true(llm.held == 40), within=15, what="40 turns with the model")
+
+    started = time.perf_counter()
+    status, _ = await service.kickoff(to="(310) 555-9999", message="Your invoice is ready.")
+    assert status == 201
+    await twilio.wait_for_messages(1, timeout=5)
+    assert time.perf_counter() - started < 1.0
+    assert llm.held == 40  # the turns are still waiting on the model
+    assert twilio.messages[0]["Body"] == "Your invoice is ready."
+
+    llm.release(40)
+    await twilio.wait_for_messages(41, timeout=15)
+    assert sorted(m["To"] for m in twilio.messages[1:]) == sorted(customers)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def _serve_env(db: Database, llm: ScriptedLLM, twilio: TwilioStub) -> dict[str, str]:
+    env = {
+        "SMSAGENT_DATABASE_URL": db.url,
+        "SMSAGENT_FROM_NUMBER": FROM_NUMBER,
+        "SMSAGENT_TURN_QUIET_SECONDS": "0.05",
+        "SMSAGENT_WORKER_POLL_SECONDS": "0.2",
+        "SMSAGENT_JOB_LEASE_SECONDS": "2",
+        "SMSAGENT_LLM_MAX_RETRIES": "0",
+        "SMSAGENT_LOG_LEVEL": "WARNING",
+        "SMSAGENT_SMS_PROVIDER": "twilio",
+        "SMSAGENT_PUBLIC_URL": PUBLIC_URL,
+        "SMSAGENT_TWILIO_API_URL": twilio.base_url,
+        "SMSAGENT_TWILIO_ACCOUNT_SID": twilio.account_sid,
+        "SMSAGENT_TWILIO_AUTH_TOKEN": twilio.auth_token,
+        "SMSAGENT_LLM_BASE_URL": llm.base_url,
+        "SMSAGENT_LLM_MODEL": "scripted-model",
+    }
+    if db.schema:
+        env["SMSAGENT_DATABASE_SCHEMA"] = db.schema
+    return env
+
+
+def _text(i: int, number: str) -> dict[str, str]:
+    return {"MessageSid": f"SM{i:032d}", "From": number, "To": FROM_NUMBER, "Body": f"msg {i}"}
+
+
+async def _post(http: aiohttp.ClientSession, base: str, params: dict[str, str], token: str) -> int:
+    status, _ = await post_signed(
+        http,
+        f"{base}/webhooks/twilio/sms",
+        params,
+        auth_token=token,
+        signed_url=f"{PUBLIC_URL}/webhooks/twilio/sms",
+    )
+    return status
+
+
+def _sent_message_ids(twilio: TwilioStub) -> list[str]:
+    return [parse_qs(urlsplit(m["StatusCallback"]).query)["message_id"][0] for m in twilio.messages]
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[list[ServeProcess]]:
+    started: list[ServeProcess] = []
+    yield started
+    for process in started:
+        await process.stop()
+
+
+@pytest.mark.slow
+async def test_a_crash_mid_batch_loses_no_acknowledged_text(
+    db: Database,
+    llm: ScriptedLLM,
+    twilio: TwilioStub,
+    processes: list[ServeProcess],
+    tmp_path: Path,
+) -> None:
+    env = _serve_env(db, llm, twilio)
+    first = ServeProcess(env, tmp_path / "serve-1.log")
+    processes.append(first)
+    await first.start()
+    texts = [_text(i, f"+1310555{3000 + i % 60:04d}") for i in range(400)]
+    acknowledged: set[str] = set()
+    enough = asyncio.Event()
+    pending = list(reversed(texts))
+
+    async def client(http: aiohttp.ClientSession) -> None:
+        while pending:
+            params = pending.pop()
+            try:
+                if await _post(http, first.base_url, params, twilio.auth_token) == 200:
+                    acknowledged.add(params["MessageSid"])
+                    if len(acknowledged) >= 100:
+                        enough.set()
+            except aiohttp.ClientError:
+                return  # the process is gone; the provider will retry this one
+
+    async def crash() -> None:
+        await enough.wait()
+        await first.kill()
+
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(crash(), *(client(http) for _ in range(32)))
+    assert 100 <= len(acknowledged) < len(texts)  # killed in the middle of the stream
+
+    second = ServeProcess(env, tmp_path / "serve-2.log")
+    processes.append(second)
+    await second.start()
+    engine = create_engine(db.url, schema=db.schema)
+    try:
+        stored = await _provider_ids(engine)
+        assert acknowledged <= stored  # every acknowledged text survived the crash
+        async with aiohttp.ClientSession() as http:
+            # The provider retries whatever it got no 200 for; retries of stored ones are no-ops.
+            for params in texts:
+                if params["MessageSid"] not in acknowledged:
+                    assert await _post(http, second.base_url, params, twilio.auth_token) == 200
+        assert await _provider_ids(engine) == {t["MessageSid"] for t in texts}
+        assert await _scalar(engine, "SELECT count(*) FROM messages WHERE direction = 'inbound'")
+
+        async def all_answered() -> bool:
+            return (
+                await _scalar(
+                    engine,
+                    "SELECT count(*) FROM messages "
+                    "WHERE direction = 'inbound' AND handled_at IS NULL",
+                )
+                == 0
+            )
+
+        await wait_until(all_answered, within=60, what="every text to be answered")
+        await asyncio.sleep(1.0)
+    finally:
+        await engine.dispose()
+    sent = _sent_message_ids(twilio)
+    assert len(sent) == len(set(sent))  # no reply went out twice
+    assert {m["To"] for m in twilio.messages} == {t["From"] for t in texts}
+
+
+async def _provider_ids(engine: Any) -> set[str]:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            text("SELECT provider_message_id FROM messages WHERE direction = 'inbound'")
+        )
+        return {str(row[0]) for row in result}
+
+
+@pytest.mark.slow
+async def test_two_processes_never_run_two_turns_of_one_thread_at_once(
+    db: Database,
+    llm: ScriptedLLM,
+    twilio: TwilioStub,
+    processes: list[ServeProcess],
+    tmp_path: Path,
+) -> None:
+    if db.schema is None:
+        pytest.skip("several processes share one database on PostgreSQL only")
+    think = 0.3
+    calls: dict[str, list[float]] = defaultdict(list)
+
+    def timed(request: JSONDict) -> Step:
+        last = str(request["messages"][-1].get("content", ""))
+        calls[last.split()[0]].append(time.monotonic())
+        return reply("Got it, thanks!").delayed(think)
+
+    llm.default = reply("unused")
+    for _ in range(200):
+        llm.script(timed)
+    env = _serve_env(db, llm, twilio)
+    pair = [ServeProcess(env, tmp_path / f"serve-{i}.log") for i in range(2)]
+    processes.extend(pair)
+    for process in pair:
+        await process.start()
+
+    customers = [f"+1310555{4000 + i:04d}" for i in range(10)]
+    async with aiohttp.ClientSession() as http:
+        for round_ in range(4):
+            posts = []
+            for c, number in enumerate(customers):
+                target = pair[(c + round_) % 2]
+                params = {
+                    "MessageSid": f"SM{round_:02d}{c:030d}",
+                    "From": number,
+                    "To": FROM_NUMBER,
+                    "Body": f"cust{c:02d} text {round_}",
+                }
+                posts.append(_post(http, target.base_url, params, twilio.auth_token))
+            assert set(await asyncio.gather(*posts)) == {200}
+            await asyncio.sleep(0.25)
+
+    engine = create_engine(db.url, schema=db.schema)
+    try:
+
+        async def all_answered() -> bool:
+            return (
+                await _scalar(
+                    engine,
+                    "SELECT count(*) FROM messages "
+                    "WHERE direction = 'inbound' AND handled_at IS NULL",
+                )
+                == 0
+            )
+
+        await wait_until(all_answered, within=60, what="every text to be answered")
+        await asyncio.sleep(1.0)
+    finally:
+        await engine.dispose()
+    for customer, starts in calls.items():
+        starts.sort()
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        assert all(gap >= think * 0.9 for gap in gaps), (customer, gaps)
+    sent = _sent_message_ids(twilio)
+    assert len(sent) == len(set(sent))  # no reply went out twice
+    assert {m["To"] for m in twilio.messages} == set(customers)
