@@ -181,13 +181,17 @@ def ensure_wrk() -> str:
 
 def wrk_script(texts: list[tuple[dict[str, str], str]], directory: Path) -> Path:
     """A wrk Lua script that cycles through the signed texts and prints a parseable result."""
-    path = directory / "inbound.lua"
-    with path.open("w") as f:
-        f.write("local bodies, sigs = {}, {}\n")
-        for params, signature in texts:
-            f.write(f'bodies[#bodies+1]="{urlencode(params)}"\nsigs[#sigs+1]="{signature}"\n')
-        f.write(
-            """local i = 0
+    data = directory / f"inbound-{secrets.token_hex(4)}.txt"
+    data.write_text("".join(f"{signature}\t{urlencode(params)}\n" for params, signature in texts))
+    path = directory / f"inbound-{secrets.token_hex(4)}.lua"
+    path.write_text(
+        """local bodies, sigs = {}, {}
+for line in io.lines("DATA") do
+  local tab = line:find("\t", 1, true)
+  sigs[#sigs+1] = line:sub(1, tab - 1)
+  bodies[#bodies+1] = line:sub(tab + 1)
+end
+local i = 0
 request = function()
   i = i + 1
   local k = ((i - 1) % #bodies) + 1
@@ -199,8 +203,8 @@ done = function(summary, latency, requests)
     summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
     latency:percentile(99) / 1000, summary.errors.status + summary.errors.timeout))
 end
-""".replace("PATH", INBOUND_PATH)
-        )
+""".replace("PATH", INBOUND_PATH).replace("DATA", str(data))
+    )
     return path
 
 
