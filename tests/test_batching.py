@@ -249,23 +249,23 @@ async def test_a_crash_mid_batch_loses_no_acknowledged_text(
         assert await _provider_ids(engine) == {t["MessageSid"] for t in texts}
         assert await _scalar(engine, "SELECT count(*) FROM messages WHERE direction = 'inbound'")
 
-        async def all_answered() -> bool:
-            return (
-                await _scalar(
-                    engine,
-                    "SELECT count(*) FROM messages "
-                    "WHERE direction = 'inbound' AND handled_at IS NULL",
-                )
-                == 0
-            )
-
-        await wait_until(all_answered, within=60, what="every text to be answered")
+        await _all_answered(engine)
         await asyncio.sleep(1.0)
     finally:
         await engine.dispose()
     sent = _sent_message_ids(twilio)
     assert len(sent) == len(set(sent))  # no reply went out twice
     assert {m["To"] for m in twilio.messages} == {t["From"] for t in texts}
+
+
+async def _all_answered(engine: Any) -> None:
+    async def done() -> bool:
+        unanswered = (
+            "SELECT count(*) FROM messages WHERE direction = 'inbound' AND handled_at IS NULL"
+        )
+        return await _scalar(engine, unanswered) == 0
+
+    await wait_until(done, within=60, what="every text to be answered")
 
 
 async def _provider_ids(engine: Any) -> set[str]:
@@ -321,18 +321,7 @@ async def test_two_processes_never_run_two_turns_of_one_thread_at_once(
 
     engine = create_engine(db.url, schema=db.schema)
     try:
-
-        async def all_answered() -> bool:
-            return (
-                await _scalar(
-                    engine,
-                    "SELECT count(*) FROM messages "
-                    "WHERE direction = 'inbound' AND handled_at IS NULL",
-                )
-                == 0
-            )
-
-        await wait_until(all_answered, within=60, what="every text to be answered")
+        await _all_answered(engine)
         await asyncio.sleep(1.0)
     finally:
         await engine.dispose()
