@@ -15,14 +15,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlmodel.ext.asyncio.session import AsyncSession
-
 from agent.brain import Thought, Turn
 from agent.composer import ComposedSms
 from agent.context import TurnContext
 from agent.deps import Deps
 from agent.fastpath import Classification, Keyword, classify_batch
-from agent.outbox import SEND_JOB, Queued, compose_reply, queue_text, send_key
+from agent.outbox import SEND_JOB, Queued, compose_reply, queue_text_plan, send_key
 from agent.prompting import contact_zone, reply_text, system_prompt
 from storage import appointments, contacts, conversations, events, jobs, messages
 from storage.jobs import Lease
@@ -38,6 +36,7 @@ from storage.models import (
     MessageDirection,
     Workspace,
 )
+from storage.raw import Dialect, Plan, commit_plan
 from storage.types import new_id, utcnow
 
 log = logging.getLogger("smsagent.turns")
@@ -106,6 +105,7 @@ class TurnHandler:
 
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
+        self._dialect = Dialect(deps.engine.dialect.name)
         self._llm_slots = asyncio.Semaphore(deps.settings.llm_max_concurrency)
 
     async def run(self, job: Lease) -> None:
@@ -113,8 +113,7 @@ class TurnHandler:
         started = utcnow()
         snapshot = await self._load(str(job.payload["conversation_id"]))
         if snapshot is None or not snapshot.batch:
-            async with deps.engine.begin() as conn:
-                await jobs.finish(conn=conn, lease=job)
+            await commit_plan(deps.engine, jobs.settle_plan(self._dialect, job))
             return
         classification = classify_batch([m.body for m in snapshot.batch])
         action = decide(snapshot, classification, llm=deps.brain is not None, now=started)
@@ -143,8 +142,9 @@ class TurnHandler:
         """Out of attempts: a person takes over, and the customer hears so."""
         snapshot = await self._load(str(job.payload["conversation_id"]))
         if snapshot is None or not snapshot.batch:
-            async with self._deps.engine.begin() as conn:
-                await jobs.finish(conn=conn, lease=job, status=JobStatus.FAILED)
+            await commit_plan(
+                self._deps.engine, jobs.settle_plan(self._dialect, job, status=JobStatus.FAILED)
+            )
             return
         classification = classify_batch([m.body for m in snapshot.batch])
         outcome = Outcome(
@@ -202,9 +202,10 @@ class TurnHandler:
     async def _record_failed_run(
         self, snapshot: Snapshot, run_id: str, started: datetime, error: str
     ) -> None:
-        async with self._deps.sessions() as session, session.begin():
-            await events.insert_run(
-                session=session,
+        await commit_plan(
+            self._deps.engine,
+            events.record_run(
+                self._dialect,
                 run_id=run_id,
                 workspace_id=snapshot.workspace.id,
                 conversation_id=snapshot.conversation.id,
@@ -213,130 +214,139 @@ class TurnHandler:
                 outcome="error",
                 started_at=started,
                 error=error,
-            )
+            ),
+        )
 
     @property
     def _model_name(self) -> str | None:
         return self._deps.brain.model_name if self._deps.brain else None
 
     async def _commit(self, job: Lease, snapshot: Snapshot, outcome: Outcome) -> None:
-        """Everything the turn changes, in one transaction that first checks the lease still
-        holds and no newer text arrived (which supersedes the turn: it runs again with it)."""
-        deps = self._deps
+        """Everything the turn changes, in one transaction (one call on SQLite's thread)."""
+        committed = await commit_plan(self._deps.engine, self._outcome(job, snapshot, outcome))
+        conversation_id = snapshot.conversation.id
+        if committed == _LEASE_LOST:
+            log.warning("turn.lease_lost conversation_id=%s job_id=%s", conversation_id, job.id)
+            return
+        if committed == _SUPERSEDED:
+            log.info("turn.superseded conversation_id=%s", conversation_id)
+            return
+        log.info(
+            "turn.done conversation_id=%s run_id=%s action=%s inbound=%d replied=%s",
+            conversation_id,
+            outcome.run_id,
+            outcome.action.value,
+            len(snapshot.batch),
+            committed is not None,
+        )
+        if isinstance(committed, Lease):
+            self._deps.dispatch(committed)
+
+    def _outcome(
+        self, job: Lease, snapshot: Snapshot, outcome: Outcome
+    ) -> Plan[Lease | str | None]:
+        """The turn's writes, after checking the lease still holds and no newer text arrived
+        (which supersedes the turn: it runs again with it). Answers the reply's send lease, or
+        `_REPLIED` / None (replied without a send job / nothing to send), or why it stopped."""
+        deps, dialect = self._deps, self._dialect
         conversation = snapshot.conversation
         batch_ids = [m.id for m in snapshot.batch]
         action, thought = outcome.action, outcome.thought
-        send: Lease | None = None
-        async with deps.sessions() as session, session.begin():
-            conn = await session.connection()
 
-            async def record_run(result: str, **extra: Any) -> None:
-                await events.insert_run(
-                    session=session,
-                    run_id=outcome.run_id,
-                    workspace_id=snapshot.workspace.id,
-                    conversation_id=conversation.id,
-                    model=outcome.model,
-                    inbound_message_ids=batch_ids,
-                    outcome=result,
-                    started_at=outcome.started,
-                    **extra,
-                )
+        def record_run(result: str, **extra: Any) -> Plan[None]:
+            return events.record_run(
+                dialect,
+                run_id=outcome.run_id,
+                workspace_id=snapshot.workspace.id,
+                conversation_id=conversation.id,
+                model=outcome.model,
+                inbound_message_ids=batch_ids,
+                outcome=result,
+                started_at=outcome.started,
+                **extra,
+            )
 
-            if not await jobs.holds(conn=conn, lease=job):
-                log.warning("turn.lease_lost conversation_id=%s job_id=%s", conversation.id, job.id)
-                if outcome.model is not None:
-                    await record_run("lease_lost")
-                return
-            waiting = await messages.unhandled_ids(conn=conn, conversation_id=conversation.id)
-            if waiting - set(batch_ids):
-                if outcome.model is not None:
-                    await record_run("superseded")
-                await jobs.requeue(conn=conn, lease=job)
-                log.info("turn.superseded conversation_id=%s", conversation.id)
-                return
-            text = await self._apply(session, snapshot, outcome)
-            if text:
-                token = f"{job.token}/send"
-                queued = await queue_text(
-                    deps,
-                    session=session,
-                    workspace_id=conversation.workspace_id,
-                    conversation_id=conversation.id,
-                    sender=conversation.sender_number,
-                    to=snapshot.contact.phone,
-                    provider=conversation.provider,
-                    text=text,
-                    author=MessageAuthor.AGENT if action == Action.LLM else MessageAuthor.SYSTEM,
-                    agent_run_id=outcome.run_id,
-                    composed=outcome.composed if action == Action.LLM else None,
-                    lease=(token, deps.settings.job_lease_seconds),
-                )
-                if queued.job_id is not None:
-                    send = _send_lease(queued, token, deps.settings.job_max_attempts)
-            await messages.mark_handled(
-                session=session, message_ids=batch_ids, agent_run_id=outcome.run_id
+        if not (yield from jobs.holds_plan(dialect, job)):
+            if outcome.model is not None:
+                yield from record_run("lease_lost")
+            return _LEASE_LOST
+        waiting = yield from messages.unhandled_ids(conversation.id)
+        if waiting - set(batch_ids):
+            if outcome.model is not None:
+                yield from record_run("superseded")
+            yield from jobs.settle_plan(dialect, job, status=JobStatus.QUEUED, uncount=True)
+            return _SUPERSEDED
+        text = yield from self._apply(snapshot, outcome)
+        sent: Lease | str | None = None
+        if text:
+            token = f"{job.token}/send"
+            queued = yield from queue_text_plan(
+                dialect,
+                deps.settings,
+                workspace_id=conversation.workspace_id,
+                conversation_id=conversation.id,
+                sender=conversation.sender_number,
+                to=snapshot.contact.phone,
+                provider=conversation.provider,
+                text=text,
+                author=MessageAuthor.AGENT if action == Action.LLM else MessageAuthor.SYSTEM,
+                agent_run_id=outcome.run_id,
+                composed=outcome.composed if action == Action.LLM else None,
+                lease=(token, deps.settings.job_lease_seconds),
             )
-            await record_run(
-                action.value if thought is None else _llm_outcome(action, thought),
-                prompt_tokens=thought.prompt_tokens if thought else 0,
-                completion_tokens=thought.completion_tokens if thought else 0,
-                latency_ms=thought.latency_ms if thought else 0,
-                tool_calls=thought.tool_calls if thought else (),
-                error=outcome.error,
+            sent = (
+                _send_lease(queued, token, deps.settings.job_max_attempts)
+                if queued.job_id is not None
+                else _REPLIED
             )
-            await jobs.finish(conn=conn, lease=job)
-        log.info(
-            "turn.done conversation_id=%s run_id=%s action=%s inbound=%d replied=%s",
-            conversation.id,
-            outcome.run_id,
-            action.value,
-            len(batch_ids),
-            bool(text),
+        yield from messages.mark_handled(dialect, batch_ids, outcome.run_id)
+        yield from record_run(
+            action.value if thought is None else _llm_outcome(action, thought),
+            prompt_tokens=thought.prompt_tokens if thought else 0,
+            completion_tokens=thought.completion_tokens if thought else 0,
+            latency_ms=thought.latency_ms if thought else 0,
+            tool_calls=thought.tool_calls if thought else (),
+            error=outcome.error,
         )
-        if send is not None:
-            deps.dispatch(send)
+        yield from jobs.settle_plan(dialect, job)
+        return sent
 
-    async def _apply(
-        self, session: AsyncSession, snapshot: Snapshot, outcome: Outcome
-    ) -> str | None:
+    def _apply(self, snapshot: Snapshot, outcome: Outcome) -> Plan[str | None]:
         """Change what the action changes; return the reply to send, if any."""
+        dialect = self._dialect
         conversation, contact = snapshot.conversation, snapshot.contact
         workspace, appointment = snapshot.workspace, snapshot.appointment
         action, classification, thought = outcome.action, outcome.classification, outcome.thought
-        run_id = outcome.run_id
 
-        async def event(type: str, **data: object) -> None:
-            await events.add_event(
-                session=session,
+        def event(type: str, **data: object) -> Plan[str]:
+            return events.event_plan(
+                dialect,
                 workspace_id=workspace.id,
                 conversation_id=conversation.id,
-                agent_run_id=run_id,
+                agent_run_id=outcome.run_id,
                 type=type,
                 data=dict(data),
             )
 
         if action == Action.OPT_OUT:
             source = "natural_language" if classification.natural_language else "keyword"
-            await contacts.set_opt_out(
-                session=session, contact_id=contact.id, opted_out=True, source=source
-            )
-            await event("contact.opted_out", source=source, matched=classification.matched)
+            yield from contacts.opt_out_plan(dialect, contact.id, opted_out=True, source=source)
+            yield from event("contact.opted_out", source=source, matched=classification.matched)
             return reply_text("opt_out", workspace=workspace)
         if action == Action.OPT_IN:
-            await contacts.set_opt_out(
-                session=session, contact_id=contact.id, opted_out=False, source="keyword"
-            )
-            await event("contact.opted_in", matched=classification.matched)
+            yield from contacts.opt_out_plan(dialect, contact.id, opted_out=False, source="keyword")
+            yield from event("contact.opted_in", matched=classification.matched)
             return reply_text("opt_in", workspace=workspace)
         if action == Action.HELP:
             return reply_text("help", workspace=workspace)
         if action == Action.CONFIRM:
             assert appointment is not None
-            await appointments.set_appointment_status(
-                session=session, appointment_id=appointment.id, status=AppointmentStatus.CONFIRMED
+            yield from appointments.status_plan(
+                dialect, appointment.id, AppointmentStatus.CONFIRMED
             )
-            await event("appointment.confirmed", appointment_id=appointment.id, source="fast_path")
+            yield from event(
+                "appointment.confirmed", appointment_id=appointment.id, source="fast_path"
+            )
             return reply_text(
                 "confirmed", workspace=workspace, contact=contact, appointment=appointment
             )
@@ -344,10 +354,8 @@ class TurnHandler:
             reason = (
                 "no model configured" if self._deps.brain is None else "the agent could not answer"
             )
-            await conversations.hand_to_person(
-                session=session, conversation_id=conversation.id, reason=reason
-            )
-            await event("conversation.handoff", reason=reason)
+            yield from conversations.hand_to_person_plan(dialect, conversation.id, reason)
+            yield from event("conversation.handoff", reason=reason)
             return reply_text("handoff", workspace=workspace)
         if action == Action.LLM and thought is not None:
             return thought.reply
@@ -366,6 +374,12 @@ class Outcome:
     error: str | None
     composed: ComposedSms | None
     model: str | None  # the model asked, when one was
+
+
+# Why a turn's commit stopped short; or that it replied without a send job of its own.
+_LEASE_LOST = "lease_lost"
+_SUPERSEDED = "superseded"
+_REPLIED = "replied"
 
 
 def _unanswered(message: Message) -> bool:

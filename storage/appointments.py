@@ -9,6 +9,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Appointment, AppointmentStatus
+from storage.raw import Dialect, Plan, run_plan
 from storage.types import new_id, utcnow
 
 APPOINTMENT_FIELDS = ("starts_at", "ends_at", "timezone", "type", "description", "status")
@@ -61,13 +62,25 @@ async def set_appointment_status(
     appointment_id: str,
     status: AppointmentStatus,
     requested_start: datetime | None = None,
-) -> Appointment:
-    appointment = await session.get(Appointment, appointment_id, with_for_update=True)
-    if appointment is None:
+) -> None:
+    conn = await session.connection()
+    await run_plan(
+        conn,
+        status_plan(Dialect(conn.dialect.name), appointment_id, status, requested_start),
+    )
+
+
+def status_plan(
+    dialect: Dialect,
+    appointment_id: str,
+    status: AppointmentStatus,
+    requested_start: datetime | None = None,
+) -> Plan[None]:
+    """Set the appointment's status (and the start the customer asked for, when moving it)."""
+    found = yield (
+        "UPDATE appointments SET status = ?, "
+        "requested_start = COALESCE(?, requested_start), updated_at = ? WHERE id = ? RETURNING id",
+        (str(status), dialect.ts(requested_start), dialect.ts(utcnow()), appointment_id),
+    )
+    if not found:
         raise LookupError(appointment_id)
-    appointment.status = status
-    if requested_start is not None:
-        appointment.requested_start = requested_start
-    appointment.updated_at = utcnow()
-    await session.flush()
-    return appointment

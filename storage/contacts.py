@@ -9,6 +9,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Contact
+from storage.raw import Dialect, Plan, run_plan
 from storage.types import new_id, upsert_insert, utcnow
 
 # The columns a caller may set from outside; anything else is ours.
@@ -80,17 +81,30 @@ async def get_contact(*, session: AsyncSession, contact_id: str) -> Contact | No
 
 async def set_opt_out(
     *, session: AsyncSession, contact_id: str, opted_out: bool, source: str
-) -> Contact:
-    contact = await session.get(Contact, contact_id, with_for_update=True)
-    if contact is None:
+) -> None:
+    conn = await session.connection()
+    await run_plan(
+        conn,
+        opt_out_plan(Dialect(conn.dialect.name), contact_id, opted_out=opted_out, source=source),
+    )
+
+
+def opt_out_plan(dialect: Dialect, contact_id: str, *, opted_out: bool, source: str) -> Plan[None]:
+    """Opt the contact out (or back in), saying how."""
+    stamp = dialect.ts(utcnow())
+    found = yield (
+        "UPDATE contacts SET opted_out = ?, opted_out_at = ?, opt_out_source = ?, updated_at = ? "
+        "WHERE id = ? RETURNING id",
+        (
+            dialect.flag(opted_out),
+            stamp if opted_out else None,
+            source if opted_out else None,
+            stamp,
+            contact_id,
+        ),
+    )
+    if not found:
         raise LookupError(contact_id)
-    now = utcnow()
-    contact.opted_out = opted_out
-    contact.opted_out_at = now if opted_out else None
-    contact.opt_out_source = source if opted_out else None
-    contact.updated_at = now
-    await session.flush()
-    return contact
 
 
 async def add_tag(*, session: AsyncSession, contact_id: str, tag: str) -> bool:

@@ -17,6 +17,7 @@ from storage.models import (
     Message,
     Workspace,
 )
+from storage.raw import Dialect, Plan, run_plan
 from storage.types import new_id, utcnow
 
 _LIVE = (ConversationStatus.OPEN, ConversationStatus.PENDING)
@@ -99,26 +100,25 @@ async def get_conversation(
     return conversation
 
 
-async def touch_conversation(*, session: AsyncSession, conversation_id: str) -> None:
-    now = utcnow()
-    await session.exec(
-        update(Conversation)
-        .where(col(Conversation.id) == conversation_id)
-        .values(last_message_at=now, updated_at=now)
+def touch(dialect: Dialect, conversation_id: str) -> Plan[None]:
+    stamp = dialect.ts(utcnow())
+    yield (
+        "UPDATE conversations SET last_message_at = ?, updated_at = ? WHERE id = ?",
+        (stamp, stamp, conversation_id),
     )
 
 
 async def hand_to_person(*, session: AsyncSession, conversation_id: str, reason: str) -> None:
+    conn = await session.connection()
+    await run_plan(conn, hand_to_person_plan(Dialect(conn.dialect.name), conversation_id, reason))
+
+
+def hand_to_person_plan(dialect: Dialect, conversation_id: str, reason: str) -> Plan[None]:
     """The agent stops answering; the thread waits for a person."""
-    await session.exec(
-        update(Conversation)
-        .where(col(Conversation.id) == conversation_id)
-        .values(
-            mode=ConversationMode.HUMAN,
-            status=ConversationStatus.PENDING,
-            handoff_reason=reason[:500],
-            updated_at=utcnow(),
-        )
+    yield (
+        "UPDATE conversations SET mode = 'human', status = 'pending', handoff_reason = ?, "
+        "updated_at = ? WHERE id = ?",
+        (reason[:500], dialect.ts(utcnow()), conversation_id),
     )
 
 

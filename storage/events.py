@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import AgentRun, Event
+from storage.raw import Dialect, Plan, run_plan
 from storage.types import new_id, utcnow
 
 
@@ -25,18 +25,45 @@ async def add_event(
     agent_run_id: str | None = None,
 ) -> str:
     """Append to the conversation's stream, by one INSERT; the event's id."""
-    event_id = new_id("evt")
-    await session.exec(
-        insert(Event).values(
-            id=event_id,
+    conn = await session.connection()
+    return await run_plan(
+        conn,
+        event_plan(
+            Dialect(conn.dialect.name),
             workspace_id=workspace_id,
             conversation_id=conversation_id,
             type=type,
-            data=data or {},
+            data=data,
             revenue=revenue,
             agent_run_id=agent_run_id,
-            created_at=utcnow(),
-        )
+        ),
+    )
+
+
+def event_plan(
+    dialect: Dialect,
+    *,
+    workspace_id: str,
+    conversation_id: str,
+    type: str,
+    data: dict[str, Any] | None = None,
+    revenue: float | None = None,
+    agent_run_id: str | None = None,
+) -> Plan[str]:
+    event_id = new_id("evt")
+    yield (
+        "INSERT INTO events (id, workspace_id, conversation_id, agent_run_id, type, data, "
+        "revenue, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            event_id,
+            workspace_id,
+            conversation_id,
+            agent_run_id,
+            type,
+            dialect.json(data or {}),
+            revenue,
+            dialect.ts(utcnow()),
+        ),
     )
     return event_id
 
@@ -50,9 +77,9 @@ async def list_events(*, session: AsyncSession, conversation_id: str) -> list[Ev
     return list(result)
 
 
-async def insert_run(
+def record_run(
+    dialect: Dialect,
     *,
-    session: AsyncSession,
     run_id: str,
     workspace_id: str,
     conversation_id: str,
@@ -65,24 +92,27 @@ async def insert_run(
     latency_ms: int = 0,
     tool_calls: Sequence[dict[str, Any]] = (),
     error: str | None = None,
-) -> None:
+) -> Plan[None]:
     """Record a finished agent run, with the outcome, in the transaction that commits it."""
-    await session.exec(
-        insert(AgentRun).values(
-            id=run_id,
-            workspace_id=workspace_id,
-            conversation_id=conversation_id,
-            model=model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            latency_ms=latency_ms,
-            tool_calls=list(tool_calls),
-            inbound_message_ids=list(inbound_message_ids),
-            outcome=outcome,
-            error=error[:2000] if error else None,
-            started_at=started_at,
-            finished_at=utcnow(),
-        )
+    yield (
+        "INSERT INTO agent_runs (id, workspace_id, conversation_id, model, prompt_tokens, "
+        "completion_tokens, latency_ms, tool_calls, inbound_message_ids, outcome, error, "
+        "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run_id,
+            workspace_id,
+            conversation_id,
+            model,
+            prompt_tokens,
+            completion_tokens,
+            latency_ms,
+            dialect.json(list(tool_calls)),
+            dialect.json(list(inbound_message_ids)),
+            outcome,
+            error[:2000] if error else None,
+            dialect.ts(started_at),
+            dialect.ts(utcnow()),
+        ),
     )
 
 

@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.inbound import JOBS_CHANNEL
 from storage.models import ACTIVE_JOB_PREDICATE, Job, JobStatus
-from storage.raw import Dialect, marks, parse_json, parse_ts, run
+from storage.raw import Dialect, Plan, marks, parse_json, parse_ts, run, run_plan
 from storage.types import utcnow
 
 _COLUMNS = "id, kind, key, payload, attempts, max_attempts, last_error"
@@ -69,7 +69,33 @@ async def enqueue(
     arrives during the quiet window (or while its turn is running) moves the turn, not adds one.
     With `lease` (token, seconds) the job is born leased to the caller, who runs it at once.
     """
-    dialect = dialect_of(conn)
+    return await run_plan(
+        conn,
+        enqueue_plan(
+            dialect_of(conn),
+            kind=kind,
+            key=key,
+            payload=payload,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            fold=fold,
+            lease=lease,
+        ),
+    )
+
+
+def enqueue_plan(
+    dialect: Dialect,
+    *,
+    kind: str,
+    key: str,
+    payload: dict[str, Any] | None = None,
+    run_at: datetime | None = None,
+    max_attempts: int = 6,
+    fold: bool = False,
+    lease: tuple[str, float] | None = None,
+) -> Plan[int | None]:
+    """`enqueue` as a step of a larger write."""
     now = utcnow()
     stamp = dialect.ts(now)
     if lease is None:
@@ -84,9 +110,7 @@ async def enqueue(
     )
     # The partial index's predicate is written out: bound parameters would stop PostgreSQL
     # matching it once the prepared statement goes generic.
-    result = await run(
-        conn,
-        dialect,
+    found = yield (
         "INSERT INTO jobs (kind, key, payload, status, run_at, attempts, max_attempts, "
         "lease_until, leased_by, created_at, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -105,10 +129,9 @@ async def enqueue(
             stamp,
         ),
     )
-    job_id = result.scalar()
     if dialect.postgres and lease is None:
-        await run(conn, dialect, f"SELECT pg_notify('{JOBS_CHANNEL}', ?)", (kind,))
-    return int(job_id) if job_id is not None else None
+        yield (f"SELECT pg_notify('{JOBS_CHANNEL}', ?)", (kind,))
+    return int(found[0][0]) if found else None
 
 
 async def lease_batch(
@@ -169,17 +192,18 @@ async def extend_leases(
 
 
 async def holds(*, conn: AsyncConnection, lease: Lease) -> bool:
+    return await run_plan(conn, holds_plan(dialect_of(conn), lease))
+
+
+def holds_plan(dialect: Dialect, lease: Lease) -> Plan[bool]:
     """Whether `lease` still holds its job; on PostgreSQL the row stays locked until commit,
     so the lease cannot lapse to another worker between this check and the caller's writes."""
-    dialect = dialect_of(conn)
     lock = " FOR UPDATE" if dialect.postgres else ""
-    result = await run(
-        conn,
-        dialect,
+    found = yield (
         f"SELECT 1 FROM jobs WHERE id = ? AND leased_by = ? AND status = 'running'{lock}",
         (lease.id, lease.token),
     )
-    return result.first() is not None
+    return bool(found)
 
 
 async def finish(
@@ -189,30 +213,36 @@ async def finish(
     status: JobStatus = JobStatus.DONE,
     error: str | None = None,
 ) -> bool:
-    return await _settle(conn, lease, status=status, error=error)
+    return await run_plan(conn, settle_plan(dialect_of(conn), lease, status=status, error=error))
 
 
 async def retry_later(
     *, conn: AsyncConnection, lease: Lease, run_at: datetime, error: str | None
 ) -> bool:
-    return await _settle(conn, lease, status=JobStatus.QUEUED, error=error, run_at=run_at)
+    return await run_plan(
+        conn,
+        settle_plan(dialect_of(conn), lease, status=JobStatus.QUEUED, error=error, run_at=run_at),
+    )
 
 
 async def requeue(*, conn: AsyncConnection, lease: Lease) -> bool:
     """Put a job back without counting the attempt (its input changed while it ran)."""
-    return await _settle(conn, lease, status=JobStatus.QUEUED, uncount=True)
+    return await run_plan(
+        conn, settle_plan(dialect_of(conn), lease, status=JobStatus.QUEUED, uncount=True)
+    )
 
 
-async def _settle(
-    conn: AsyncConnection,
+def settle_plan(
+    dialect: Dialect,
     lease: Lease,
     *,
-    status: JobStatus,
+    status: JobStatus = JobStatus.DONE,
     error: str | None = None,
     run_at: datetime | None = None,
     uncount: bool = False,
-) -> bool:
-    dialect = dialect_of(conn)
+) -> Plan[bool]:
+    """Finish, retry or requeue a job this lease holds; False when the lease no longer holds.
+    `uncount` puts it back without counting the attempt (its input changed while it ran)."""
     sets = ["status = ?", "lease_until = NULL", "leased_by = NULL", "updated_at = ?"]
     params: list[object] = [status.value, dialect.ts(utcnow())]
     if error is not None:
@@ -223,13 +253,11 @@ async def _settle(
         params.append(dialect.ts(run_at))
     if uncount:
         sets.append("attempts = attempts - 1")
-    result = await run(
-        conn,
-        dialect,
-        f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND leased_by = ?",
+    found = yield (
+        f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND leased_by = ? RETURNING id",
         (*params, lease.id, lease.token),
     )
-    return bool(result.rowcount)
+    return bool(found)
 
 
 async def next_due_at(*, conn: AsyncConnection, kinds: Sequence[str]) -> datetime | None:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import insert, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Contact, Conversation, Message, MessageDirection, MessageStatus
-from storage.raw import Dialect, run
+from storage.models import Message, MessageDirection, MessageStatus
+from storage.raw import Dialect, Plan, marks, parse_json, run_plan
 from storage.types import new_id, utcnow
 
 # Carriers report out of order; a status only ever moves to a later rank.
@@ -62,29 +59,68 @@ async def add_outbound(
     agent_run_id: str | None = None,
     media_urls: Sequence[str] = (),
 ) -> QueuedOutbound:
-    """A queued outbound text, by one INSERT and no row object."""
-    now = utcnow()
-    message_id = new_id("msg")
-    await session.exec(
-        insert(Message).values(
-            id=message_id,
+    conn = await session.connection()
+    return await run_plan(
+        conn,
+        add_outbound_plan(
+            Dialect(conn.dialect.name),
             workspace_id=workspace_id,
             conversation_id=conversation_id,
-            direction=MessageDirection.OUTBOUND,
             author=author,
             body=body,
-            media_urls=list(media_urls),
             from_number=from_number,
             to_number=to_number,
             provider=provider,
-            status=MessageStatus.QUEUED,
             segments=segments,
             encoding=encoding,
             cost_cents=cost_cents,
             agent_run_id=agent_run_id,
-            created_at=now,
-            updated_at=now,
-        )
+            media_urls=media_urls,
+        ),
+    )
+
+
+def add_outbound_plan(
+    dialect: Dialect,
+    *,
+    workspace_id: str,
+    conversation_id: str,
+    author: str,
+    body: str,
+    from_number: str,
+    to_number: str,
+    provider: str,
+    segments: int,
+    encoding: str,
+    cost_cents: float | None,
+    agent_run_id: str | None = None,
+    media_urls: Sequence[str] = (),
+) -> Plan[QueuedOutbound]:
+    """A queued outbound text, by one INSERT and no row object."""
+    stamp = dialect.ts(utcnow())
+    message_id = new_id("msg")
+    yield (
+        "INSERT INTO messages (id, workspace_id, conversation_id, direction, author, body, "
+        "media_urls, from_number, to_number, provider, status, segments, encoding, cost_cents, "
+        "agent_run_id, created_at, updated_at) "
+        "VALUES (?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+        (
+            message_id,
+            workspace_id,
+            conversation_id,
+            str(author),
+            body,
+            dialect.json(list(media_urls)),
+            from_number,
+            to_number,
+            provider,
+            segments,
+            encoding,
+            cost_cents,
+            agent_run_id,
+            stamp,
+            stamp,
+        ),
     )
     return QueuedOutbound(message_id, MessageStatus.QUEUED, segments)
 
@@ -107,29 +143,25 @@ async def unhandled_inbound(*, session: AsyncSession, conversation_id: str) -> l
     return list(result)
 
 
-async def unhandled_ids(*, conn: AsyncConnection, conversation_id: str) -> set[str]:
+def unhandled_ids(conversation_id: str) -> Plan[set[str]]:
     """Ids of the inbound texts no turn has answered yet (a turn's last look before it commits)."""
-    dialect = Dialect(conn.dialect.name)
-    result = await run(
-        conn,
-        dialect,
+    found = yield (
         "SELECT id FROM messages WHERE conversation_id = ? AND direction = 'inbound' "
         "AND handled_at IS NULL",
         (conversation_id,),
     )
-    return {message_id for (message_id,) in result}
+    return {message_id for (message_id,) in found}
 
 
-async def mark_handled(
-    *, session: AsyncSession, message_ids: Sequence[str], agent_run_id: str | None
-) -> None:
-    if not message_ids:
-        return
-    await session.exec(
-        update(Message)
-        .where(col(Message.id).in_(message_ids))
-        .values(handled_at=utcnow(), agent_run_id=agent_run_id)
-    )
+def mark_handled(
+    dialect: Dialect, message_ids: Sequence[str], agent_run_id: str | None
+) -> Plan[None]:
+    if message_ids:
+        yield (
+            f"UPDATE messages SET handled_at = ?, agent_run_id = ? "
+            f"WHERE id IN ({marks(len(message_ids))})",
+            (dialect.ts(utcnow()), agent_run_id, *message_ids),
+        )
 
 
 async def thread(
@@ -156,76 +188,124 @@ async def advance_status(
     error_code: str | None = None,
     error_message: str | None = None,
 ) -> bool:
+    conn = await session.connection()
+    return await run_plan(
+        conn,
+        advance_status_plan(
+            Dialect(conn.dialect.name),
+            message_id,
+            status,
+            provider_message_id=provider_message_id,
+            error_code=error_code,
+            error_message=error_message,
+        ),
+    )
+
+
+def advance_status_plan(
+    dialect: Dialect,
+    message_id: str,
+    status: MessageStatus,
+    *,
+    provider_message_id: str | None = None,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> Plan[bool]:
     """Move a message forward to `status`; False when it already stands at or past it."""
     rank = STATUS_RANK[status]
-    earlier = [name for name, r in STATUS_RANK.items() if r < rank]
-    now = utcnow()
-    values: dict[str, Any] = {"status": status, "updated_at": now}
-    if provider_message_id is not None:
-        values["provider_message_id"] = provider_message_id
-    if error_code is not None:
-        values["error_code"] = error_code
-    if error_message is not None:
-        values["error_message"] = error_message[:500]
-    if status == MessageStatus.SENT:
-        values["sent_at"] = now
-    if status == MessageStatus.DELIVERED:
-        values["delivered_at"] = now
-    result = await session.exec(
-        update(Message)
-        .where(col(Message.id) == message_id, col(Message.status).in_(earlier))
-        .values(**values)
+    earlier = [str(name) for name, r in STATUS_RANK.items() if r < rank]
+    stamp = dialect.ts(utcnow())
+    sets, params = ["status = ?", "updated_at = ?"], [str(status), stamp]
+    for column, value in (
+        ("provider_message_id", provider_message_id),
+        ("error_code", error_code),
+        ("error_message", error_message[:500] if error_message is not None else None),
+        ("sent_at", stamp if status == MessageStatus.SENT else None),
+        ("delivered_at", stamp if status == MessageStatus.DELIVERED else None),
+    ):
+        if value is not None:
+            sets.append(f"{column} = ?")
+            params.append(value)
+    moved = yield (
+        f"UPDATE messages SET {', '.join(sets)} "
+        f"WHERE id = ? AND status IN ({marks(len(earlier))}) RETURNING id",
+        (*params, message_id, *earlier),
     )
-    if result.rowcount:
+    if moved:
         return True
     # A provider id learned late still matters for matching later callbacks.
     if provider_message_id is not None:
-        await session.exec(
-            update(Message)
-            .where(col(Message.id) == message_id, col(Message.provider_message_id).is_(None))
-            .values(provider_message_id=provider_message_id)
+        yield (
+            "UPDATE messages SET provider_message_id = ? "
+            "WHERE id = ? AND provider_message_id IS NULL",
+            (provider_message_id, message_id),
         )
     return False
 
 
 @dataclass(frozen=True)
-class OutboundWithRecipient:
-    message: Message
+class Outbound:
+    """An outbound message as a send needs it, with whether its recipient may be texted."""
+
+    id: str
+    workspace_id: str
+    conversation_id: str
+    contact_id: str
+    author: str
+    status: str
+    body: str
+    media_urls: tuple[str, ...]
+    from_number: str
+    to_number: str
+    provider: str
     opted_out: bool
     blocked: bool
 
 
-async def outbound_with_recipient(
-    *, session: AsyncSession, message_id: str
-) -> OutboundWithRecipient | None:
-    """An outbound message and whether its recipient may be texted, in one query."""
-    result = await session.exec(
-        select(Message, Contact.opted_out, Contact.blocked)
-        .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
-        .join(Contact, col(Contact.id) == col(Conversation.contact_id))
-        .where(col(Message.id) == message_id)
+def claim_for_sending(
+    dialect: Dialect, message_id: str, may_send: Callable[[Outbound], bool]
+) -> Plan[tuple[Outbound | None, bool]]:
+    """Read an outbound message and, when it is queued and `may_send` allows, mark it
+    `sending`: (the message as read, or None; whether this call claimed it)."""
+    found = yield (
+        "SELECT m.id, m.workspace_id, m.conversation_id, c.id, m.author, m.status, m.body, "
+        "m.media_urls, m.from_number, m.to_number, m.provider, c.opted_out, c.blocked "
+        "FROM messages m JOIN conversations v ON v.id = m.conversation_id "
+        "JOIN contacts c ON c.id = v.contact_id WHERE m.id = ?",
+        (message_id,),
     )
-    row = result.first()
-    if row is None:
-        return None
-    message, opted_out, blocked = row
-    return OutboundWithRecipient(message, bool(opted_out), bool(blocked))
-
-
-async def claim_for_sending(*, session: AsyncSession, message_id: str) -> bool:
-    """Mark a queued message `sending`; False when it is no longer queued."""
-    result = await session.exec(
-        update(Message)
-        .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.QUEUED)
-        .values(status=MessageStatus.SENDING, updated_at=utcnow())
+    if not found:
+        return None, False
+    (ident, workspace_id, conversation_id, contact_id, author, status, body) = found[0][:7]
+    media_urls, from_number, to_number, provider, opted_out, blocked = found[0][7:]
+    outbound = Outbound(
+        id=ident,
+        workspace_id=workspace_id,
+        conversation_id=conversation_id,
+        contact_id=contact_id,
+        author=author,
+        status=status,
+        body=body,
+        media_urls=tuple(parse_json(media_urls) or ()),
+        from_number=from_number,
+        to_number=to_number,
+        provider=provider,
+        opted_out=bool(opted_out),
+        blocked=bool(blocked),
     )
-    return bool(result.rowcount)
+    if outbound.status != MessageStatus.QUEUED or not may_send(outbound):
+        return outbound, False
+    claimed = yield (
+        "UPDATE messages SET status = 'sending', updated_at = ? "
+        "WHERE id = ? AND status = 'queued' RETURNING id",
+        (dialect.ts(utcnow()), message_id),
+    )
+    return outbound, bool(claimed)
 
 
-async def set_status(*, session: AsyncSession, message_id: str, status: MessageStatus) -> None:
-    """Set a status regardless of rank: only for our own bookkeeping before a send."""
-    await session.exec(
-        update(Message)
-        .where(col(Message.id) == message_id)
-        .values(status=status, updated_at=utcnow())
+def requeue_message(dialect: Dialect, message_id: str) -> Plan[None]:
+    """Back to `queued` regardless of rank: only for our own bookkeeping before a retry."""
+    yield (
+        "UPDATE messages SET status = 'queued', updated_at = ? WHERE id = ?",
+        (dialect.ts(utcnow()), message_id),
     )
