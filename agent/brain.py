@@ -1,7 +1,7 @@
 """The LLM side of a turn: LangChain's `create_agent` over any OpenAI-compatible endpoint.
 
-Built once; each turn passes its `TurnContext` (rendered system prompt, scoped ids, a session
-factory) as the runtime context and the thread's history as messages.
+Built once; each turn passes its `TurnContext` (scoped ids, a session factory) as the runtime
+context, and its rendered system prompt and the thread's history as messages.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from langchain.agents import create_agent
-from langchain.agents.middleware import (
-    AgentState,
-    InputAgentState,
-    ModelRequest,
-    after_model,
-    dynamic_prompt,
-)
+from langchain.agents.middleware import AgentState, InputAgentState, after_model
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_openai import ChatOpenAI
 from langgraph.errors import GraphRecursionError
 from langgraph.runtime import Runtime
@@ -56,11 +56,6 @@ class Brain(Protocol):
     async def think(self, context: TurnContext, history: Sequence[Turn]) -> Thought: ...
 
 
-@dynamic_prompt
-def _system_prompt(request: ModelRequest[TurnContext]) -> str:
-    return request.runtime.context.system_prompt
-
-
 @after_model(can_jump_to=["model"])
 def _retry_malformed_calls(
     state: AgentState[Any], runtime: Runtime[TurnContext]
@@ -80,13 +75,17 @@ class AgentBrain:
         self._agent = create_agent(
             model,
             list(TOOLS),
-            middleware=[_system_prompt, _retry_malformed_calls],
+            middleware=[_retry_malformed_calls],
             context_schema=TurnContext,
         )
 
     async def think(self, context: TurnContext, history: Sequence[Turn]) -> Thought:
         started = time.perf_counter()
-        messages: list[AnyMessage | dict[str, Any]] = [
+        # The turn's system prompt leads the input rather than coming from a prompt middleware:
+        # LangChain wraps every model-call middleware in a trace span that costs two thread
+        # hand-offs per call, tracing or not.
+        messages: list[AnyMessage | dict[str, Any]] = [SystemMessage(context.system_prompt)]
+        messages += [
             HumanMessage(t.text) if t.role == "customer" else AIMessage(t.text) for t in history
         ]
         hit_limit = False

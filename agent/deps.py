@@ -56,6 +56,7 @@ class Deps:
     engine: AsyncEngine  # the writer; hand-written SQL on the hot paths goes here
     sessions: SessionFactory  # read-write sessions on the writer
     reads: SessionFactory  # read-only snapshots (their own connections on SQLite)
+    reader: AsyncEngine  # the same connections, for hand-written reads
     providers: Mapping[str, SmsProvider]
     brain: Brain | None
     nudge: Nudge

@@ -153,27 +153,8 @@ class TurnHandler:
         await self._commit(job, snapshot, outcome)
 
     async def _load(self, conversation_id: str) -> Snapshot | None:
-        deps = self._deps
-        async with deps.reads() as session:
-            found = await conversations.thread_context(
-                session=session, conversation_id=conversation_id
-            )
-            if found is None:
-                return None
-            history = await messages.thread(
-                session=session,
-                conversation_id=conversation_id,
-                limit=deps.settings.llm_history_messages,
-            )
-            batch = [m for m in history if _unanswered(m)]
-            if history and _unanswered(history[0]):
-                # The burst is longer than the history window: fetch all of it.
-                batch = await messages.unhandled_inbound(
-                    session=session, conversation_id=conversation_id
-                )
-        return Snapshot(
-            found.workspace, found.conversation, found.contact, found.appointment, batch, history
-        )
+        limit = self._deps.settings.llm_history_messages
+        return await commit_plan(self._deps.reader, _snapshot(conversation_id, limit))
 
     async def _think(self, snapshot: Snapshot, run_id: str, now: datetime) -> Thought:
         assert self._deps.brain is not None
@@ -380,6 +361,20 @@ class Outcome:
 _LEASE_LOST = "lease_lost"
 _SUPERSEDED = "superseded"
 _REPLIED = "replied"
+
+
+def _snapshot(conversation_id: str, limit: int) -> Plan[Snapshot | None]:
+    found = yield from conversations.thread_context(conversation_id)
+    if found is None:
+        return None
+    history = yield from messages.thread_plan(conversation_id, limit)
+    batch = [m for m in history if _unanswered(m)]
+    if history and _unanswered(history[0]):
+        # The burst is longer than the history window: fetch all of it.
+        batch = yield from messages.unhandled_inbound(conversation_id)
+    return Snapshot(
+        found.workspace, found.conversation, found.contact, found.appointment, batch, history
+    )
 
 
 def _unanswered(message: Message) -> bool:

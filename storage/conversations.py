@@ -17,7 +17,7 @@ from storage.models import (
     Message,
     Workspace,
 )
-from storage.raw import Dialect, Plan, run_plan
+from storage.raw import Columns, Dialect, Plan, run_plan
 from storage.types import new_id, utcnow
 
 _LIVE = (ConversationStatus.OPEN, ConversationStatus.PENDING)
@@ -130,20 +130,34 @@ class ThreadContext:
     appointment: Appointment | None
 
 
-async def thread_context(*, session: AsyncSession, conversation_id: str) -> ThreadContext | None:
+_CONVERSATION = Columns(Conversation, "v")
+_WORKSPACE = Columns(Workspace, "w")
+_CONTACT = Columns(Contact, "c")
+_APPOINTMENT = Columns(Appointment, "a")
+
+
+def thread_context(conversation_id: str) -> Plan[ThreadContext | None]:
     """A conversation with its workspace, contact and appointment, in one query."""
-    result = await session.exec(
-        select(Conversation, Workspace, Contact, Appointment)
-        .join(Workspace, col(Workspace.id) == col(Conversation.workspace_id))
-        .join(Contact, col(Contact.id) == col(Conversation.contact_id))
-        .outerjoin(Appointment, col(Appointment.id) == col(Conversation.appointment_id))
-        .where(col(Conversation.id) == conversation_id)
+    found = yield (
+        f"SELECT {_CONVERSATION.sql}, {_WORKSPACE.sql}, {_CONTACT.sql}, {_APPOINTMENT.sql} "
+        "FROM conversations v JOIN workspaces w ON w.id = v.workspace_id "
+        "JOIN contacts c ON c.id = v.contact_id "
+        "LEFT JOIN appointments a ON a.id = v.appointment_id WHERE v.id = ?",
+        (conversation_id,),
     )
-    row = result.first()
-    if row is None:
+    if not found:
         return None
-    conversation, workspace, contact, appointment = row
-    return ThreadContext(workspace, conversation, contact, appointment)
+    row = found[0]
+    cut = [0]
+    for columns in (_CONVERSATION, _WORKSPACE, _CONTACT, _APPOINTMENT):
+        cut.append(cut[-1] + columns.width)
+    appointment = row[cut[3] : cut[4]]
+    return ThreadContext(
+        workspace=_WORKSPACE.load(row[cut[1] : cut[2]]),
+        conversation=_CONVERSATION.load(row[cut[0] : cut[1]]),
+        contact=_CONTACT.load(row[cut[2] : cut[3]]),
+        appointment=_APPOINTMENT.load(appointment) if appointment[0] is not None else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Message, MessageDirection, MessageStatus
-from storage.raw import Dialect, Plan, marks, parse_json, run_plan
+from storage.models import Message, MessageStatus
+from storage.raw import Columns, Dialect, Plan, marks, parse_json, run_plan
 from storage.types import new_id, utcnow
 
 # Carriers report out of order; a status only ever moves to a later rank.
@@ -129,18 +129,17 @@ async def get_message(*, session: AsyncSession, message_id: str) -> Message | No
     return await session.get(Message, message_id)
 
 
-async def unhandled_inbound(*, session: AsyncSession, conversation_id: str) -> list[Message]:
+_MESSAGE = Columns(Message, "m")
+
+
+def unhandled_inbound(conversation_id: str) -> Plan[list[Message]]:
     """Inbound texts no turn has answered yet, oldest first."""
-    result = await session.exec(
-        select(Message)
-        .where(
-            Message.conversation_id == conversation_id,
-            Message.direction == MessageDirection.INBOUND,
-            col(Message.handled_at).is_(None),
-        )
-        .order_by(col(Message.created_at), col(Message.id))
+    found = yield (
+        f"SELECT {_MESSAGE.sql} FROM messages m WHERE m.conversation_id = ? "
+        "AND m.direction = 'inbound' AND m.handled_at IS NULL ORDER BY m.created_at, m.id",
+        (conversation_id,),
     )
-    return list(result)
+    return [_MESSAGE.load(row) for row in found]
 
 
 def unhandled_ids(conversation_id: str) -> Plan[set[str]]:
@@ -167,16 +166,17 @@ def mark_handled(
 async def thread(
     *, session: AsyncSession, conversation_id: str, limit: int | None = None
 ) -> list[Message]:
+    return await run_plan(await session.connection(), thread_plan(conversation_id, limit))
+
+
+def thread_plan(conversation_id: str, limit: int | None = None) -> Plan[list[Message]]:
     """The conversation's messages, oldest first (the newest `limit` of them when given)."""
-    statement = (
-        select(Message)
-        .where(Message.conversation_id == conversation_id)
-        .order_by(col(Message.created_at).desc(), col(Message.id).desc())
+    found = yield (
+        f"SELECT {_MESSAGE.sql} FROM messages m WHERE m.conversation_id = ? "
+        "ORDER BY m.created_at DESC, m.id DESC" + (" LIMIT ?" if limit is not None else ""),
+        (conversation_id, limit) if limit is not None else (conversation_id,),
     )
-    if limit is not None:
-        statement = statement.limit(limit)
-    result = await session.exec(statement)
-    return list(reversed(list(result)))
+    return [_MESSAGE.load(row) for row in reversed(found)]
 
 
 async def advance_status(

@@ -17,16 +17,21 @@ import json
 import re
 import sqlite3
 from collections.abc import Generator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
+from sqlalchemy import JSON, Boolean, Date
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import SQLModel
+
+from storage.types import UTCDateTime
 
 _PLACEHOLDER = re.compile(r"\?")
 
 T = TypeVar("T")
+M = TypeVar("M", bound=SQLModel)
 Statement = tuple[str, Sequence[Any]]
 Plan = Generator[Statement, list[tuple[Any, ...]], T]
 
@@ -71,6 +76,42 @@ def parse_ts(value: Any) -> datetime | None:
 
 def parse_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _parse_date(value: Any) -> Any:
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+class Columns(Generic[M]):
+    """A table's columns for a hand-written SELECT (`alias.col, ...`), and its rows back into
+    model objects, built without validation: what was stored is trusted, and read-only."""
+
+    def __init__(self, model: type[M], alias: str) -> None:
+        columns = list(model.__table__.columns)  # type: ignore[attr-defined]
+        self._model = model
+        self._names = [column.name for column in columns]
+        self._parsers = [_parser(column.type) for column in columns]
+        self.sql = ", ".join(f"{alias}.{name}" for name in self._names)
+        self.width = len(columns)
+
+    def load(self, row: Sequence[Any]) -> M:
+        values = {
+            name: parse(value) if parse is not None and value is not None else value
+            for name, parse, value in zip(self._names, self._parsers, row, strict=True)
+        }
+        return cast(M, self._model.model_construct(**values))
+
+
+def _parser(kind: Any) -> Any:
+    if isinstance(kind, UTCDateTime):
+        return parse_ts
+    if isinstance(kind, JSON):
+        return parse_json
+    if isinstance(kind, Boolean):
+        return bool
+    if isinstance(kind, Date):
+        return _parse_date
+    return None
 
 
 def marks(count: int, width: int = 1) -> str:

@@ -117,6 +117,7 @@ async def runtime(
                 engine=engine,
                 sessions=sessions,
                 reads=create_session_factory(reader) if reader is not None else sessions,
+                reader=reader or engine,
                 providers=providers or _providers(settings, http),
                 brain=build_brain(settings) if brain == "configured" else brain,
                 nudge=nudge,
