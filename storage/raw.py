@@ -151,17 +151,30 @@ async def run_plan(conn: AsyncConnection, plan: Plan[T]) -> T:
 
 async def commit_plan(engine: AsyncEngine, plan: Plan[T]) -> T:
     """Run `plan` in a transaction of its own and commit it."""
-    if engine.dialect.name != "sqlite":
-        async with engine.begin() as conn:
-            return await run_plan(conn, plan)
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
+        if engine.dialect.name == "postgresql":
+            # asyncpg straight: the transaction is ours from BEGIN to COMMIT, so SQLAlchemy's
+            # per-statement bookkeeping buys nothing here.
+            async with driver.transaction():
+                return await _on_asyncpg(driver, plan)
         execute = getattr(driver, "_execute", None)
-        if execute is None:  # an aiosqlite without its queue: the slow way, still correct
+        if engine.dialect.name != "sqlite" or execute is None:
             async with conn.begin():
                 return await run_plan(conn, plan)
         result: T = await execute(_in_thread, driver._conn, plan)
+        return result
+
+
+async def _on_asyncpg(connection: Any, plan: Plan[T]) -> T:
+    try:
+        statement, params = next(plan)
+        while True:
+            found = await connection.fetch(_numbered(statement), *params)
+            statement, params = plan.send([tuple(row) for row in found])
+    except StopIteration as done:
+        result: T = done.value
         return result
 
 
