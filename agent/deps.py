@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,20 +22,39 @@ if TYPE_CHECKING:
 DEFAULT_WORKSPACE_ID = "ws_default"
 
 
+class Wakeup:
+    """One lane's alarm: set by a nudge for its kinds that falls due before it would look."""
+
+    def __init__(self, kinds: frozenset[str]) -> None:
+        self.kinds = kinds
+        self.event = asyncio.Event()
+        # When the lane looks at the queue next by itself (loop time); 0 while it is busy.
+        self.looks_at = 0.0
+
+
 @dataclass
 class Nudge:
-    """Tells the worker's lanes new work is waiting, so they need not wait for their next poll."""
+    """Tells the worker's lanes new work is waiting, so they need not wait for their next poll.
 
-    _events: list[asyncio.Event] = field(default_factory=list)
+    `kind` limits it to the lanes that run that kind; `due_at` (loop time) to the lanes that would
+    not look before then anyway: a text's turn waits out the quiet window, so accepting it wakes
+    nothing, while a reply due now wakes the send lane at once.
+    """
 
-    def subscribe(self) -> asyncio.Event:
-        event = asyncio.Event()
-        self._events.append(event)
-        return event
+    _wakeups: list[Wakeup] = field(default_factory=list)
 
-    def __call__(self, kind: str = "") -> None:
-        for event in self._events:
-            event.set()
+    def subscribe(self, kinds: Sequence[str] = ()) -> Wakeup:
+        wakeup = Wakeup(frozenset(kinds))
+        self._wakeups.append(wakeup)
+        return wakeup
+
+    def __call__(self, kind: str = "", due_at: float | None = None) -> None:
+        for wakeup in self._wakeups:
+            if kind and wakeup.kinds and kind not in wakeup.kinds:
+                continue
+            if due_at is not None and wakeup.looks_at and due_at >= wakeup.looks_at:
+                continue
+            wakeup.event.set()
 
 
 @dataclass

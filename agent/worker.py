@@ -4,7 +4,9 @@ Jobs come from the database, never from memory, so a restart loses none: a job w
 is taken again once its lease lapses. Each lane (turns, sends) leases only its own kinds and has
 its own bound on jobs in flight, so a reply ready to go never waits behind turns waiting on the
 model. Turns are mostly waiting on the network, so a lane holds hundreds at once; what bounds
-them is memory and the model's own limit, set where the model is called.
+them is memory and the model's own limit, set where the model is called. While texts arrive
+faster than a busy clinic's rush (`yield_to`), each lane starts only a trickle of new jobs: the
+webhooks get the process, and nothing waiting starves.
 
 One heartbeat renews every lease this worker holds in one statement. A handler that raises is
 retried with backoff, and one out of attempts is handed to its `exhausted`.
@@ -17,9 +19,9 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,9 +30,12 @@ from agent.deps import Nudge
 from storage import jobs
 from storage.jobs import Lease
 from storage.models import JobStatus
+from storage.raw import Dialect, commit_plan
 from storage.types import utcnow
 
 log = logging.getLogger("smsagent.worker")
+
+MIN_IDLE_SECONDS = 0.05
 
 
 class JobHandler(Protocol):
@@ -57,8 +62,13 @@ class Worker:
         nudge: Nudge,
         lease_seconds: float,
         poll_seconds: float,
+        yield_to: Callable[[], bool] | None = None,
+        trickle_per_second: float = 20.0,
     ) -> None:
         self._engine = engine
+        self._dialect = Dialect(engine.dialect.name)
+        self._yield_to = yield_to
+        self._trickle = trickle_per_second
         self._handlers = handlers
         self._lanes = [_Lane(spec, nudge) for spec in lanes]
         self._by_kind = {kind: lane for lane in self._lanes for kind in lane.spec.kinds}
@@ -111,15 +121,22 @@ class Worker:
             if free <= 0:
                 await lane.wait_for_room()
                 continue
+            busy = self._yield_to is not None and self._yield_to()
+            if busy:
+                # Texts are pouring in: accepting them comes first (providers time out and
+                # retry), so this lane starts a trickle of jobs until the rush is over.
+                free = 1
             try:
-                async with self._engine.begin() as conn:
-                    leased = await jobs.lease_batch(
-                        conn=conn,
-                        kinds=lane.spec.kinds,
-                        limit=min(free, lane.spec.batch),
-                        worker_id=self.worker_id,
-                        lease_seconds=self._lease_seconds,
-                    )
+                leased, due = await commit_plan(
+                    self._engine,
+                    jobs.lease_plan(
+                        self._dialect,
+                        lane.spec.kinds,
+                        min(free, lane.spec.batch),
+                        self.worker_id,
+                        self._lease_seconds,
+                    ),
+                )
             except Exception:
                 log.exception("worker.lease_failed lane=%s", lane.spec.name)
                 await lane.idle(self._poll_seconds)
@@ -127,22 +144,20 @@ class Worker:
             for lease in leased:
                 self._start(lane, lease)
             if not leased:
-                await lane.idle(await self._until_next_due(lane))
+                await lane.idle(self._until(due))
+            elif busy:
+                await asyncio.sleep(1 / self._trickle)
 
     def _start(self, lane: _Lane, lease: Lease) -> None:
         task = asyncio.create_task(self._execute(lease), name=f"job-{lease.id}")
         lane.add(task, lease)
 
-    async def _until_next_due(self, lane: _Lane) -> float:
-        try:
-            async with self._engine.connect() as conn:
-                due = await jobs.next_due_at(conn=conn, kinds=lane.spec.kinds)
-        except Exception:
-            log.exception("worker.next_due_failed lane=%s", lane.spec.name)
-            return self._poll_seconds
+    def _until(self, due: datetime | None) -> float:
         if due is None:
             return self._poll_seconds
-        return max(0.0, min(self._poll_seconds, (due - utcnow()).total_seconds()))
+        # Not sooner than a few milliseconds: a thread texting steadily keeps pushing its turn
+        # back, and chasing that moving target would spin. Nudges still wake the lane at once.
+        return max(MIN_IDLE_SECONDS, min(self._poll_seconds, (due - utcnow()).total_seconds()))
 
     async def _execute(self, job: Lease) -> None:
         try:
@@ -220,7 +235,7 @@ class _Lane:
         self.spec = spec
         self.tasks: set[asyncio.Task[None]] = set()
         self.leases: dict[asyncio.Task[None], Lease] = {}
-        self._wake = nudge.subscribe()
+        self._wake = nudge.subscribe(spec.kinds)
         self._room = asyncio.Event()
 
     def add(self, task: asyncio.Task[None], lease: Lease) -> None:
@@ -240,9 +255,14 @@ class _Lane:
 
     def wake_for_stop(self) -> None:
         self._room.set()
-        self._wake.set()
+        self._wake.event.set()
 
     async def idle(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        self._wake.clear()
+        wake = self._wake
+        wake.looks_at = asyncio.get_running_loop().time() + seconds
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.event.wait(), timeout=seconds)
+        finally:
+            wake.looks_at = 0.0
+        wake.event.clear()

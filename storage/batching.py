@@ -2,8 +2,8 @@
 
 Callers `submit` an item and wait. One flusher takes everything waiting (up to `max_batch`),
 writes it with the batch function in one transaction, commits, then answers each caller. While
-a batch is being written the next one gathers, so under load batches grow by themselves; a short
-linger lets concurrent requests join an otherwise lone one.
+a batch is being written the next one gathers, so under load batches grow by themselves and a
+lone item waits for no one (an optional linger trades its latency for fewer transactions).
 
 A batch that fails is not the end of its items: each is written again in its own transaction,
 so a bad item fails only its own caller and the rest commit. Nothing is answered before its
@@ -13,6 +13,7 @@ commit, so a crash loses only unanswered items, which their senders retry.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
@@ -39,7 +40,7 @@ class GroupCommit(Generic[T, R]):
         *,
         name: str,
         max_batch: int = 200,
-        linger_seconds: float = 0.001,
+        linger_seconds: float = 0.0,
         after_commit: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
@@ -50,10 +51,19 @@ class GroupCommit(Generic[T, R]):
         self._linger = linger_seconds
         self._after_commit = after_commit
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.items = 0
+
+    def busy(self, *, per_second: float = 200.0, window_seconds: float = 0.25) -> bool:
+        """Whether items arrive faster than `per_second` (counted over the last window)."""
+        now = asyncio.get_running_loop().time()
+        recent = self._recent
+        while recent and recent[0][0] < now - window_seconds:
+            recent.popleft()
+        return len(self._pending) + sum(n for _, n in recent) > per_second * window_seconds
 
     async def submit(self, item: T) -> R:
         if self._task is None or self._task.done():
@@ -111,6 +121,7 @@ class GroupCommit(Generic[T, R]):
             return
         self.batches += 1
         self.items += len(live)
+        self._recent.append((asyncio.get_running_loop().time(), len(live)))
         for (_, future), result in zip(live, results, strict=True):
             if not future.done():
                 future.set_result(result)

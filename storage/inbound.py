@@ -67,7 +67,9 @@ def store_inbound(dialect: Dialect, batch: Sequence[InboundRow]) -> Plan[list[St
         message_ids = [new_id("msg") for _ in new]
         yield from _insert_messages(dialect, new, threads, message_ids, now)
         yield from _enqueue_turns(dialect, new, threads, now)
-        if dialect.postgres:
+        if dialect.postgres and any(row.turn_delay_seconds <= 0 for row in new):
+            # A turn due now wakes workers in other processes; one due after the quiet window
+            # waits for this process's worker (nudged locally) or another's next poll.
             yield (f"SELECT pg_notify('{JOBS_CHANNEL}', '{TURN_JOB}')", ())
         for i, row, message_id in zip(fresh, new, message_ids, strict=True):
             conversation_id = threads[(row.workspace_id, row.from_number, row.to_number)]

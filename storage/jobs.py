@@ -142,15 +142,22 @@ async def lease_batch(
     worker_id: str,
     lease_seconds: float,
 ) -> list[Lease]:
+    leased, _ = await run_plan(
+        conn, lease_plan(dialect_of(conn), kinds, limit, worker_id, lease_seconds)
+    )
+    return leased
+
+
+def lease_plan(
+    dialect: Dialect, kinds: Sequence[str], limit: int, worker_id: str, lease_seconds: float
+) -> Plan[tuple[list[Lease], datetime | None]]:
     """Take up to `limit` of the most overdue jobs of `kinds`: queued and due, or running with
-    a lapsed lease (their worker died). PostgreSQL skips rows other workers are taking."""
-    dialect = dialect_of(conn)
+    a lapsed lease (their worker died). PostgreSQL skips rows other workers are taking.
+    With none to take, also say when the next one falls due (or a running one's lease lapses)."""
     now = utcnow()
     token = lease_token(worker_id)
     skip_locked = " FOR UPDATE SKIP LOCKED" if dialect.postgres else ""
-    result = await run(
-        conn,
-        dialect,
+    found = yield (
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = ?, "
         "leased_by = ?, updated_at = ? WHERE id IN ("
         f"SELECT id FROM jobs WHERE kind IN ({marks(len(kinds))}) AND ("
@@ -166,9 +173,14 @@ async def lease_batch(
             limit,
         ),
     )
-    leases = [_lease(row, token) for row in result]
-    leases.sort(key=lambda lease: lease.id)
-    return leases
+    if found:
+        return sorted((_lease(row, token) for row in found), key=lambda lease: lease.id), None
+    due = yield (
+        "SELECT min(CASE WHEN status = 'queued' THEN run_at ELSE lease_until END) FROM jobs "
+        f"WHERE kind IN ({marks(len(kinds))}) AND status IN ('queued', 'running')",
+        tuple(kinds),
+    )
+    return [], parse_ts(due[0][0]) if due else None
 
 
 async def extend_leases(
@@ -258,19 +270,6 @@ def settle_plan(
         (*params, lease.id, lease.token),
     )
     return bool(found)
-
-
-async def next_due_at(*, conn: AsyncConnection, kinds: Sequence[str]) -> datetime | None:
-    """When the earliest waiting job of `kinds` falls due (or a running one's lease lapses)."""
-    dialect = dialect_of(conn)
-    result = await run(
-        conn,
-        dialect,
-        "SELECT min(CASE WHEN status = 'queued' THEN run_at ELSE lease_until END) FROM jobs "
-        f"WHERE kind IN ({marks(len(kinds))}) AND status IN ('queued', 'running')",
-        tuple(kinds),
-    )
-    return parse_ts(result.scalar())
 
 
 async def list_jobs(*, session: AsyncSession, key: str | None = None) -> list[Job]:

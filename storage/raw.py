@@ -50,7 +50,9 @@ class Dialect:
         """A UTC datetime as the `UTCDateTime` column stores it."""
         if value is None or self.postgres:
             return value
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def json(self, value: Any) -> str:
         return json.dumps(value)

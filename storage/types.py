@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from datetime import UTC, datetime
@@ -20,14 +21,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# RFC 4648 base32 spelled in Crockford's alphabet (no i, l, o, u), lower case.
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
+
+
 def new_id(prefix: str) -> str:
     """`prefix_` + 26 characters that sort by creation time (48-bit ms clock, 80 random bits)."""
     value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return f"{prefix}_{''.join(reversed(chars))}"
+    # 160 bits encode to 32 characters, 5 bits each from the top: the first 6 are the 30 zero
+    # bits above the 128-bit value, the other 26 are the id.
+    encoded = base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_TO_CROCKFORD)
+    return f"{prefix}_{encoded.decode()}"
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -18,9 +18,13 @@ import aiohttp
 import pytest
 from sqlalchemy import text
 
+from agent.deps import Nudge
+from agent.worker import LaneSpec, Worker
+from storage import jobs
 from storage.batching import GroupCommit
 from storage.engine import SessionFactory, create_engine, create_session_factory
 from storage.inbound import InboundRow, Stored, store_inbound
+from storage.jobs import Lease
 from storage.migrate import migrate
 from storage.workspaces import ensure_workspace
 from tests.conftest import ServiceFactory
@@ -332,3 +336,89 @@ async def test_two_processes_never_run_two_turns_of_one_thread_at_once(
     sent = _sent_message_ids(twilio)
     assert len(sent) == len(set(sent))  # no reply went out twice
     assert {m["To"] for m in twilio.messages} == set(customers)
+
+
+def test_a_nudge_wakes_only_lanes_that_would_look_later_and_run_its_kind() -> None:
+    nudge = Nudge()
+    turns, sends = nudge.subscribe(("turn",)), nudge.subscribe(("send",))
+    turns.looks_at = sends.looks_at = 100.0  # both idle until loop time 100
+
+    nudge("turn", due_at=101.5)  # a text's turn, due after the quiet window
+    assert not turns.event.is_set()
+    assert not sends.event.is_set()
+    nudge("turn", due_at=99.0)  # due before the lane would look
+    assert turns.event.is_set()
+    assert not sends.event.is_set()
+    nudge("send")  # due now
+    assert sends.event.is_set()
+
+    busy = nudge.subscribe(("turn",))  # not idle: it looks again by itself, but a nudge counts
+    nudge("turn", due_at=1e9)
+    assert busy.event.is_set()
+
+
+async def test_a_rush_of_texts_is_reported_until_it_ends(
+    engine_sessions: tuple[Any, SessionFactory],
+) -> None:
+    engine, _ = engine_sessions
+    writer: GroupCommit[InboundRow, Stored] = GroupCommit(engine, store_inbound, name="test")
+    writer.start()
+    try:
+        assert not writer.busy()
+        await asyncio.gather(*(writer.submit(_row(i)) for i in range(80)))
+        assert writer.busy(per_second=200, window_seconds=0.25)
+        await asyncio.sleep(0.3)
+        assert not writer.busy(per_second=200, window_seconds=0.25)
+    finally:
+        await writer.stop()
+
+
+class _Recorder:
+    """A job handler that notes when each job started, and finishes it."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.started: list[float] = []
+
+    async def run(self, job: Lease) -> None:
+        self.started.append(time.monotonic())
+        async with self.engine.begin() as conn:
+            await jobs.finish(conn=conn, lease=job)
+
+    async def exhausted(self, job: Lease, error: str) -> None:
+        raise AssertionError(error)
+
+
+async def test_a_worker_yielding_to_a_rush_still_runs_every_job_at_a_trickle(
+    engine_sessions: tuple[Any, SessionFactory],
+) -> None:
+    engine, _ = engine_sessions
+    async with engine.begin() as conn:
+        for i in range(10):
+            await jobs.enqueue(conn=conn, kind="chore", key=f"chore:{i}")
+    recorder = _Recorder(engine)
+    worker = Worker(
+        engine=engine,
+        handlers={"chore": recorder},
+        lanes=[LaneSpec("chores", ("chore",), concurrency=100, batch=100)],
+        nudge=Nudge(),
+        lease_seconds=30,
+        poll_seconds=0.2,
+        yield_to=lambda: True,  # texts pouring in the whole time
+        trickle_per_second=20,
+    )
+    running = asyncio.create_task(worker.run())
+    try:
+
+        async def all_ran() -> bool:
+            return len(recorder.started) == 10
+
+        await wait_until(all_ran, within=10, what="every job to run")
+    finally:
+        await worker.stop()
+        await running
+
+    # Every job ran, one at a time at about the trickle's pace, not the batch of 100 at once.
+    spread = recorder.started[-1] - recorder.started[0]
+    assert spread >= 9 / 20 * 0.8
+    assert await _scalar(engine, "SELECT count(*) FROM jobs WHERE status = 'done'") == 10

@@ -99,12 +99,17 @@ async def runtime(
                 ),
             )
         nudge = Nudge()
+        loop = asyncio.get_running_loop()
+
+        def turns_waiting() -> None:
+            nudge(TURN_JOB, due_at=loop.time() + settings.turn_quiet_seconds)
+
         inbound = GroupCommit(
             engine,
             store_inbound,
             name="inbound",
             max_batch=settings.ingest_max_batch,
-            after_commit=nudge,
+            after_commit=turns_waiting,
         )
         async with (
             aiohttp.ClientSession(
@@ -154,6 +159,7 @@ async def _start_worker(deps: Deps, background: contextlib.AsyncExitStack) -> No
         nudge=deps.nudge,
         lease_seconds=settings.job_lease_seconds,
         poll_seconds=settings.worker_poll_seconds,
+        yield_to=deps.inbound.busy,
     )
     deps.dispatch.run_now = worker.run_now
     stopping = asyncio.Event()
