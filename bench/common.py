@@ -179,8 +179,11 @@ def ensure_wrk() -> str:
     raise SystemExit("wrk is needed (apt-get install wrk) and could not be installed")
 
 
-def wrk_script(texts: list[tuple[dict[str, str], str]], directory: Path) -> Path:
-    """A wrk Lua script that cycles through the signed texts and prints a parseable result."""
+def wrk_script(
+    texts: list[tuple[dict[str, str], str]], directory: Path, *, delay_ms: float = 0.0
+) -> Path:
+    """A wrk Lua script that cycles through the signed texts and prints a parseable result;
+    each connection waits `delay_ms` before each request (wrk's `delay`), to pace the load."""
     data = directory / f"inbound-{secrets.token_hex(4)}.txt"
     data.write_text("".join(f"{signature}\t{urlencode(params)}\n" for params, signature in texts))
     path = directory / f"inbound-{secrets.token_hex(4)}.lua"
@@ -198,12 +201,18 @@ request = function()
   return wrk.format("POST", "PATH", {["Content-Type"]="application/x-www-form-urlencoded",
     ["X-Twilio-Signature"]=sigs[k]}, bodies[k])
 end
+DELAY_FUNCTION
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %.1f %.3f %.3f %d\\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
     latency:percentile(99) / 1000, summary.errors.status + summary.errors.timeout))
 end
-""".replace("PATH", INBOUND_PATH).replace("DATA", str(data))
+""".replace("PATH", INBOUND_PATH)
+        .replace("DATA", str(data))
+        .replace(
+            "DELAY_FUNCTION",
+            f"delay = function() return {delay_ms:.3f} end" if delay_ms > 0 else "",
+        )
     )
     return path
 

@@ -52,18 +52,28 @@ class GroupCommit(Generic[T, R]):
         self._after_commit = after_commit
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        self._rush_seen = -1e9
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.items = 0
 
-    def busy(self, *, per_second: float = 200.0, window_seconds: float = 0.25) -> bool:
-        """Whether items arrive faster than `per_second` (counted over the last window)."""
+    def busy(
+        self,
+        *,
+        per_second: float = 200.0,
+        window_seconds: float = 0.25,
+        linger_seconds: float = 1.0,
+    ) -> bool:
+        """Whether items arrive faster than `per_second` (counted over a sliding window), or did
+        less than `linger_seconds` ago: a rush does not end with one quiet moment."""
         now = asyncio.get_running_loop().time()
         recent = self._recent
         while recent and recent[0][0] < now - window_seconds:
             recent.popleft()
-        return len(self._pending) + sum(n for _, n in recent) > per_second * window_seconds
+        if len(self._pending) + sum(n for _, n in recent) > per_second * window_seconds:
+            self._rush_seen = now
+        return now - self._rush_seen < linger_seconds
 
     async def submit(self, item: T) -> R:
         if self._task is None or self._task.done():
@@ -152,7 +162,7 @@ class GroupCommit(Generic[T, R]):
             future.set_exception(error)
 
     async def _transaction(self, items: Sequence[T]) -> list[R]:
-        return await commit_plan(self._engine, self._write(self._dialect, items))
+        return await commit_plan(self._engine, self._write(self._dialect, items), urgent=True)
 
 
 def _kind(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 """The async engine and session factory, tuned per database.
 
 SQLite: one writer connection (more only queue on the file lock and push p99 latency toward a
-second), WAL so readers never block it, `synchronous=NORMAL`, foreign keys on, and explicit
+second), its hand-written transactions ordered so webhooks waiting on a commit go first, WAL so
+readers never block it, `synchronous=NORMAL`, foreign keys on, and explicit
 BEGIN so a read-then-write is one transaction (one process writes, so no upgrade races). Reads
 that need no write (a turn's snapshot, transcripts) go to a separate pool of read-only
 connections, each on its own thread, so they neither wait for nor delay the writer.
@@ -19,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.raw import gate_writes
+
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
@@ -28,7 +31,9 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 
 def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
+        writer = _sqlite_engine(url)
+        gate_writes(writer)
+        return writer
     connect_args: dict[str, Any] = {"timeout": 10}
     if schema:
         connect_args["server_settings"] = {"search_path": schema}

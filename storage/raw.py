@@ -13,10 +13,15 @@ thread round trip (~0.1 ms) per driver call, about 27 of them for an inbound bat
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import heapq
+import itertools
 import json
 import re
 import sqlite3
-from collections.abc import Generator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Generator, Sequence
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, Generic, TypeVar, cast
@@ -151,8 +156,61 @@ async def run_plan(conn: AsyncConnection, plan: Plan[T]) -> T:
         return result
 
 
-async def commit_plan(engine: AsyncEngine, plan: Plan[T]) -> T:
-    """Run `plan` in a transaction of its own and commit it."""
+class WriterGate:
+    """Turns for a single-connection writer, urgent ones first: a webhook waiting on its commit
+    goes before background work (turns, sends, leases) however many of those are queued."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, *, urgent: bool) -> AsyncIterator[None]:
+        if self._held or self._waiting:
+            future = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), future))
+            try:
+                await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._next()  # handed the turn just as it was cancelled: pass it on
+                raise
+        else:
+            self._held = True
+        try:
+            yield
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        while self._waiting:
+            _, _, future = heapq.heappop(self._waiting)
+            if not future.done():
+                future.set_result(None)
+                return
+        self._held = False
+
+
+_GATES: weakref.WeakKeyDictionary[AsyncEngine, WriterGate] = weakref.WeakKeyDictionary()
+
+
+def gate_writes(engine: AsyncEngine) -> None:
+    """Order `commit_plan` calls on this (single-connection) engine by urgency."""
+    _GATES[engine] = WriterGate()
+
+
+async def commit_plan(engine: AsyncEngine, plan: Plan[T], *, urgent: bool = False) -> T:
+    """Run `plan` in a transaction of its own and commit it. `urgent`: someone is waiting on
+    this commit to answer a request (see `WriterGate`)."""
+    gate = _GATES.get(engine)
+    if gate is None:
+        return await _commit(engine, plan)
+    async with gate.turn(urgent=urgent):
+        return await _commit(engine, plan)
+
+
+async def _commit(engine: AsyncEngine, plan: Plan[T]) -> T:
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
