@@ -35,69 +35,86 @@ async def run(*, seconds: float, connections: int, rounds: int, postgres: bool) 
     twilio, twilio_port, _, _ = stubs(0)
     floor_port = free_port()
     floor = Process(["-m", "bench.floor", str(floor_port)])
-    started: list[Process] = [twilio, floor]
-    schemas: list[str] = []
     try:
         twilio.start()
         floor.start()
         await wait_healthy(floor_port)
+        layouts = [("sqlite x1", False, 1)]
+        if postgres and await pg_answers():
+            layouts += [("postgresql x1", True, 1), ("postgresql x2", True, 2)]
+        runs: dict[str, list[dict[str, float]]] = {"floor": []}
+        paced: dict[str, list[dict[str, float]]] = {}
         with tempfile.TemporaryDirectory() as tmp:
             directory = Path(tmp)
-            layouts: list[tuple[str, str, str | None, int]] = [
-                ("sqlite x1", f"sqlite:///{directory / 'bench.db'}", None, 1)
-            ]
-            if postgres and await pg_answers():
-                for processes in (1, 2):
-                    schemas.append(f"bench_{secrets.token_hex(4)}")
-                    layouts.append((f"postgresql x{processes}", PG_DSN, schemas[-1], processes))
-            targets: list[tuple[str, int]] = []
-            for name, url, schema, processes in layouts:
-                port = free_port()
-                env = serve_env(url, port, twilio_api_url=f"http://127.0.0.1:{twilio_port}")
-                process = Process(
-                    ["-m", "webhooks.cli", "serve", "--processes", str(processes)],
-                    with_schema(env, schema),
-                )
-                process.start()
-                started.append(process)
-                await wait_healthy(port)
-                targets.append((name, port))
-            _report(directory, floor_port, targets, seconds, connections, rounds)
+            for _ in range(rounds):
+                for name, on_postgres, processes in layouts:
+                    runs["floor"].append(
+                        run_wrk(
+                            floor_port,
+                            _script(directory, seconds),
+                            seconds=seconds,
+                            connections=connections,
+                        )
+                    )
+                    # A fresh database and process for every measurement: nothing left over
+                    # from another target's run (its backlog of turns) competes for the CPU.
+                    full, half = await _measure(
+                        directory, on_postgres, processes, twilio_port, seconds, connections
+                    )
+                    runs.setdefault(name, []).append(full)
+                    paced.setdefault(name, []).append(half)
     finally:
-        for process in started:
-            process.stop()
-        for schema in schemas:
+        floor.stop()
+        twilio.stop()
+    _report([name for name, _, _ in layouts], runs, paced, seconds, connections, rounds)
+
+
+def _script(directory: Path, seconds: float, delay_ms: float = 0.0) -> Path:
+    # Fresh message ids every run: a repeated id is a (cheaper) duplicate.
+    texts = signed_texts(int(seconds * 9000), numbers=5_000)
+    return wrk_script(texts, directory, delay_ms=delay_ms)
+
+
+async def _measure(
+    directory: Path,
+    on_postgres: bool,
+    processes: int,
+    twilio_port: int,
+    seconds: float,
+    connections: int,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(full load, paced at half the rate it reached) on a fresh `serve`."""
+    schema = f"bench_{secrets.token_hex(4)}" if on_postgres else None
+    url = PG_DSN if on_postgres else f"sqlite:///{directory / f'{secrets.token_hex(4)}.db'}"
+    port = free_port()
+    env = serve_env(url, port, twilio_api_url=f"http://127.0.0.1:{twilio_port}")
+    process = Process(
+        ["-m", "webhooks.cli", "serve", "--processes", str(processes)], with_schema(env, schema)
+    )
+    try:
+        process.start()
+        await wait_healthy(port)
+        full = run_wrk(port, _script(directory, seconds), seconds=seconds, connections=connections)
+        # Each connection waits so that together they send half the rate just reached.
+        delay_ms = max(0.0, connections * 1000 / (full["rps"] / 2) - full["p50"])
+        half = run_wrk(
+            port, _script(directory, seconds, delay_ms), seconds=seconds, connections=connections
+        )
+        return full, half
+    finally:
+        process.stop()
+        if schema is not None:
             await drop_schema(schema)
 
 
 def _report(
-    directory: Path,
-    floor_port: int,
-    targets: list[tuple[str, int]],
+    names: list[str],
+    runs: dict[str, list[dict[str, float]]],
+    paced: dict[str, list[dict[str, float]]],
     seconds: float,
     connections: int,
     rounds: int,
 ) -> None:
-    def script(delay_ms: float = 0.0) -> Path:
-        # Fresh message ids every run: a repeated id is a (cheaper) duplicate.
-        texts = signed_texts(int(seconds * 9000), numbers=5_000)
-        return wrk_script(texts, directory, delay_ms=delay_ms)
-
-    floor_script = script()
-    runs: dict[str, list[dict[str, float]]] = {"floor": []}
-    light: dict[str, list[dict[str, float]]] = {}
-    for _ in range(rounds):
-        for name, port in targets:
-            runs["floor"].append(
-                run_wrk(floor_port, floor_script, seconds=seconds, connections=connections)
-            )
-            full = run_wrk(port, script(), seconds=seconds, connections=connections)
-            runs.setdefault(name, []).append(full)
-            # Each connection waits so that together they send half the rate just reached.
-            delay_ms = max(0.0, connections * 1000 / (full["rps"] / 2) - full["p50"])
-            light.setdefault(name, []).append(
-                run_wrk(port, script(delay_ms), seconds=seconds, connections=connections)
-            )
     floor = _median(runs["floor"])
     print(
         f"ingest: signed Twilio webhooks, wrk -t1 -c{connections} {seconds:g}s x {rounds} rounds, "
@@ -108,8 +125,8 @@ def _report(
         "   at half that rate: req/s  p99 ms"
     )
     print(f"{'floor':<16}{floor['rps']:>9.0f}{floor['p50']:>9.2f}{floor['p99']:>9.2f}{1:>9.2f}x")
-    for name, _ in targets:
-        m, lm = _median(runs[name]), _median(light[name])
+    for name in names:
+        m, lm = _median(runs[name]), _median(paced[name])
         print(
             f"{name:<16}{m['rps']:>9.0f}{m['p50']:>9.2f}{m['p99']:>9.2f}"
             f"{m['rps'] / floor['rps']:>9.3f}x{lm['rps']:>25.0f}{lm['p99']:>8.2f}"

@@ -6,7 +6,8 @@ readers never block it, `synchronous=NORMAL`, foreign keys on, and explicit
 BEGIN so a read-then-write is one transaction (one process writes, so no upgrade races). Reads
 that need no write (a turn's snapshot, transcripts) go to a separate pool of read-only
 connections, each on its own thread, so they neither wait for nor delay the writer.
-PostgreSQL: asyncpg with a pool, an optional schema as the search path; reads share the pool.
+PostgreSQL: asyncpg with a pool, an optional schema as the search path; reads share the pool,
+and hand-written transactions take its connections in the same order, webhooks first.
 Both hide bound parameters from errors: they hold message bodies and phone numbers, and errors
 end up in logs.
 """
@@ -37,7 +38,7 @@ def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -
     connect_args: dict[str, Any] = {"timeout": 10}
     if schema:
         connect_args["server_settings"] = {"search_path": schema}
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size // 2,
@@ -45,6 +46,8 @@ def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -
         connect_args=connect_args,
         hide_parameters=True,
     )
+    gate_writes(engine, slots=pool_size + pool_size // 2)
+    return engine
 
 
 def create_reader_engine(url: str, *, pool_size: int = 4) -> AsyncEngine | None:

@@ -157,17 +157,17 @@ async def run_plan(conn: AsyncConnection, plan: Plan[T]) -> T:
 
 
 class WriterGate:
-    """Turns for a single-connection writer, urgent ones first: a webhook waiting on its commit
-    goes before background work (turns, sends, leases) however many of those are queued."""
+    """Turns at an engine's connections (`slots` at once), urgent ones first: a webhook waiting
+    on its commit goes before background work (turns, sends, leases) however much is queued."""
 
-    def __init__(self) -> None:
-        self._held = False
+    def __init__(self, slots: int = 1) -> None:
+        self._free = slots
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
     @contextlib.asynccontextmanager
     async def turn(self, *, urgent: bool) -> AsyncIterator[None]:
-        if self._held or self._waiting:
+        if not self._free or self._waiting:
             future = asyncio.get_running_loop().create_future()
             heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), future))
             try:
@@ -177,7 +177,7 @@ class WriterGate:
                     self._next()  # handed the turn just as it was cancelled: pass it on
                 raise
         else:
-            self._held = True
+            self._free -= 1
         try:
             yield
         finally:
@@ -189,15 +189,15 @@ class WriterGate:
             if not future.done():
                 future.set_result(None)
                 return
-        self._held = False
+        self._free += 1
 
 
 _GATES: weakref.WeakKeyDictionary[AsyncEngine, WriterGate] = weakref.WeakKeyDictionary()
 
 
-def gate_writes(engine: AsyncEngine) -> None:
-    """Order `commit_plan` calls on this (single-connection) engine by urgency."""
-    _GATES[engine] = WriterGate()
+def gate_writes(engine: AsyncEngine, slots: int = 1) -> None:
+    """Order `commit_plan` calls on this engine's `slots` connections by urgency."""
+    _GATES[engine] = WriterGate(slots)
 
 
 async def commit_plan(engine: AsyncEngine, plan: Plan[T], *, urgent: bool = False) -> T:
