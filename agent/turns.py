@@ -247,6 +247,12 @@ class TurnHandler:
                 **extra,
             )
 
+        if dialect.postgres:
+            # Lock rows in the order a text's acceptance does (contact, thread, then the turn's
+            # job), so the two never wait on each other until PostgreSQL breaks a deadlock.
+            if action in (Action.OPT_OUT, Action.OPT_IN):
+                yield ("SELECT 1 FROM contacts WHERE id = ? FOR UPDATE", (snapshot.contact.id,))
+            yield ("SELECT 1 FROM conversations WHERE id = ? FOR NO KEY UPDATE", (conversation.id,))
         if not (yield from jobs.holds_plan(dialect, job)):
             if outcome.model is not None:
                 yield from record_run("lease_lost")

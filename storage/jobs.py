@@ -193,11 +193,15 @@ async def extend_leases(
     now = utcnow()
     tokens = sorted({lease.token for lease in leases})
     ids = sorted(lease.id for lease in leases)
+    # PostgreSQL locks the rows in key order first, the order in which a batch of texts folds
+    # into their turns: two multi-row writers that lock in different orders can deadlock.
+    lock = " ORDER BY key FOR UPDATE" if dialect.postgres else ""
     result = await run(
         conn,
         dialect,
-        "UPDATE jobs SET lease_until = ?, updated_at = ? WHERE status = 'running' "
-        f"AND leased_by IN ({marks(len(tokens))}) AND id IN ({marks(len(ids))}) RETURNING id",
+        "UPDATE jobs SET lease_until = ?, updated_at = ? WHERE id IN ("
+        f"SELECT id FROM jobs WHERE status = 'running' AND leased_by IN ({marks(len(tokens))}) "
+        f"AND id IN ({marks(len(ids))}){lock}) RETURNING id",
         (dialect.ts(now + timedelta(seconds=lease_seconds)), dialect.ts(now), *tokens, *ids),
     )
     return {int(job_id) for (job_id,) in result}
