@@ -7,6 +7,7 @@ import logging
 from agent.deps import Deps
 from storage import messages
 from storage.models import MessageDirection, MessageStatus
+from storage.raw import in_session
 
 log = logging.getLogger("smsagent.delivery")
 
@@ -43,12 +44,16 @@ async def record_delivery(
                 status,
             )
             return False
-        moved = await messages.advance_status(
-            session=session,
-            message_id=message.id,
-            status=status,
-            provider_message_id=provider_message_id,
-            error_code=error_code,
+        message_id = message.id
+        moved = await in_session(
+            session,
+            lambda d: messages.advance_status_plan(
+                d,
+                message_id,
+                status,
+                provider_message_id=provider_message_id,
+                error_code=error_code,
+            ),
         )
     log.info(
         "delivery.status message_id=%s provider_id=%s status=%s applied=%s",

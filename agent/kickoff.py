@@ -8,11 +8,12 @@ from zoneinfo import ZoneInfo
 
 from agent.deps import Deps
 from agent.errors import Blocked, InvalidInput, OptedOut
-from agent.outbox import queue_text
+from agent.outbox import queue_text_plan
 from agent.phones import mask_phone
 from agent.schemas import AppointmentIn, KickoffRequest, KickoffResult
 from storage import appointments, contacts, conversations, events
 from storage.models import MessageAuthor
+from storage.raw import in_session
 from storage.workspaces import get_workspace
 
 log = logging.getLogger("smsagent.kickoff")
@@ -68,23 +69,29 @@ async def start_conversation(deps: Deps, request: KickoffRequest) -> KickoffResu
             appointment_id=appointment_id,
             context=request.context,
         )
-        queued = await queue_text(
-            deps,
-            session=session,
-            workspace_id=workspace.id,
-            conversation_id=conversation_id,
-            sender=sender,
-            to=contact.phone,
-            provider=settings.sms_provider,
-            text=request.message,
-            author=MessageAuthor.API,
+        queued = await in_session(
+            session,
+            lambda d: queue_text_plan(
+                d,
+                settings,
+                workspace_id=workspace.id,
+                conversation_id=conversation_id,
+                sender=sender,
+                to=contact.phone,
+                provider=settings.sms_provider,
+                text=request.message,
+                author=MessageAuthor.API,
+            ),
         )
-        await events.add_event(
-            session=session,
-            workspace_id=workspace.id,
-            conversation_id=conversation_id,
-            type="conversation.started",
-            data={"source": "api", "appointment_id": appointment_id},
+        await in_session(
+            session,
+            lambda d: events.event_plan(
+                d,
+                workspace_id=workspace.id,
+                conversation_id=conversation_id,
+                type="conversation.started",
+                data={"source": "api", "appointment_id": appointment_id},
+            ),
         )
     message = queued.message
     log.info(

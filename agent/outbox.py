@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlmodel.ext.asyncio.session import AsyncSession
-
 from agent.composer import (
     ComposedSms,
     compose_sms,
@@ -33,7 +31,7 @@ from storage import contacts, conversations, events, jobs, messages
 from storage.jobs import Lease
 from storage.messages import Outbound, QueuedOutbound
 from storage.models import JobStatus, Message, MessageAuthor, MessageStatus
-from storage.raw import Dialect, Plan, commit_plan, run_plan
+from storage.raw import Dialect, Plan, commit_plan
 from storage.types import utcnow
 
 log = logging.getLogger("smsagent.outbox")
@@ -63,36 +61,6 @@ def send_key(message_id: str) -> str:
 class Queued:
     message: QueuedOutbound
     job_id: int | None
-
-
-async def queue_text(
-    deps: Deps,
-    *,
-    session: AsyncSession,
-    workspace_id: str,
-    conversation_id: str,
-    sender: str,
-    to: str,
-    provider: str,
-    text: str,
-    author: MessageAuthor,
-) -> Queued:
-    """Queue a text from the business or a person, in the caller's transaction."""
-    conn = await session.connection()
-    return await run_plan(
-        conn,
-        queue_text_plan(
-            Dialect(conn.dialect.name),
-            deps.settings,
-            workspace_id=workspace_id,
-            conversation_id=conversation_id,
-            sender=sender,
-            to=to,
-            provider=provider,
-            text=text,
-            author=author,
-        ),
-    )
 
 
 def queue_text_plan(

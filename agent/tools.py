@@ -20,6 +20,7 @@ from agent.context import TurnContext
 from agent.prompting import format_when
 from storage import appointments, contacts, conversations, events
 from storage.models import AppointmentStatus
+from storage.raw import in_session
 from storage.types import utcnow
 
 _TAG = re.compile(r"^[a-z0-9][a-z0-9 _:-]{0,39}$")
@@ -35,6 +36,7 @@ async def confirm_appointment(runtime: Runtime) -> str:
     ctx = runtime.context
     if ctx.appointment_id is None:
         return "There is no appointment on file for this customer; nothing was confirmed."
+    appointment_id = ctx.appointment_id
     async with ctx.sessions() as session, session.begin():
         appointment = await appointments.get_appointment(
             session=session, appointment_id=ctx.appointment_id
@@ -43,10 +45,9 @@ async def confirm_appointment(runtime: Runtime) -> str:
             return "That appointment was canceled; it cannot be confirmed. Offer to hand off."
         if appointment.status == AppointmentStatus.CONFIRMED:
             return "The appointment was already confirmed. Nothing changed."
-        await appointments.set_appointment_status(
-            session=session,
-            appointment_id=ctx.appointment_id,
-            status=AppointmentStatus.CONFIRMED,
+        await in_session(
+            session,
+            lambda d: appointments.status_plan(d, appointment_id, AppointmentStatus.CONFIRMED),
         )
         await _record(ctx, session, "appointment.confirmed", {"appointment_id": appointment.id})
     return "Confirmed. Tell the customer their appointment is confirmed."
@@ -62,6 +63,7 @@ async def reschedule_appointment(new_start: str, runtime: Runtime) -> str:
     ctx = runtime.context
     if ctx.appointment_id is None:
         return "There is no appointment on file to move. Offer to hand off to a person."
+    appointment_id = ctx.appointment_id
     try:
         requested = datetime.fromisoformat(new_start.strip())
     except (ValueError, AttributeError):
@@ -82,11 +84,11 @@ async def reschedule_appointment(new_start: str, runtime: Runtime) -> str:
         )
         if appointment is None or appointment.status in _CLOSED:
             return "That appointment was canceled; it cannot be moved. Offer to hand off."
-        await appointments.set_appointment_status(
-            session=session,
-            appointment_id=ctx.appointment_id,
-            status=AppointmentStatus.RESCHEDULE_REQUESTED,
-            requested_start=requested,
+        await in_session(
+            session,
+            lambda d: appointments.status_plan(
+                d, appointment_id, AppointmentStatus.RESCHEDULE_REQUESTED, requested
+            ),
         )
         await _record(
             ctx,
@@ -107,6 +109,7 @@ async def cancel_appointment(reason: str, runtime: Runtime) -> str:
     ctx = runtime.context
     if ctx.appointment_id is None:
         return "There is no appointment on file to cancel."
+    appointment_id = ctx.appointment_id
     async with ctx.sessions() as session, session.begin():
         appointment = await appointments.get_appointment(
             session=session, appointment_id=ctx.appointment_id
@@ -115,8 +118,9 @@ async def cancel_appointment(reason: str, runtime: Runtime) -> str:
             return "There is no appointment on file to cancel."
         if appointment.status == AppointmentStatus.CANCELED:
             return "The appointment was already canceled. Nothing changed."
-        await appointments.set_appointment_status(
-            session=session, appointment_id=ctx.appointment_id, status=AppointmentStatus.CANCELED
+        await in_session(
+            session,
+            lambda d: appointments.status_plan(d, appointment_id, AppointmentStatus.CANCELED),
         )
         await _record(
             ctx,
@@ -136,8 +140,8 @@ async def handoff_to_human(reason: str, runtime: Runtime) -> str:
     ctx = runtime.context
     reason = _clip(reason, 300) or "no reason given"
     async with ctx.sessions() as session, session.begin():
-        await conversations.hand_to_person(
-            session=session, conversation_id=ctx.conversation_id, reason=reason
+        await in_session(
+            session, lambda d: conversations.hand_to_person_plan(d, ctx.conversation_id, reason)
         )
         await _record(ctx, session, "conversation.handoff", {"reason": reason})
     return "A person will take over. Tell the customer someone will follow up shortly."
@@ -202,14 +206,17 @@ async def _record(
     data: dict[str, object],
     revenue: float | None = None,
 ) -> None:
-    await events.add_event(
-        session=session,
-        workspace_id=ctx.workspace_id,
-        conversation_id=ctx.conversation_id,
-        agent_run_id=ctx.run_id,
-        type=type,
-        data=dict(data),
-        revenue=revenue,
+    await in_session(
+        session,
+        lambda d: events.event_plan(
+            d,
+            workspace_id=ctx.workspace_id,
+            conversation_id=ctx.conversation_id,
+            agent_run_id=ctx.run_id,
+            type=type,
+            data=dict(data),
+            revenue=revenue,
+        ),
     )
 
 

@@ -9,7 +9,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Appointment, AppointmentStatus
-from storage.raw import Dialect, Plan, run_plan
+from storage.raw import Dialect, Plan
 from storage.types import new_id, utcnow
 
 APPOINTMENT_FIELDS = ("starts_at", "ends_at", "timezone", "type", "description", "status")
@@ -54,20 +54,6 @@ async def upsert_appointment(
 
 async def get_appointment(*, session: AsyncSession, appointment_id: str) -> Appointment | None:
     return await session.get(Appointment, appointment_id)
-
-
-async def set_appointment_status(
-    *,
-    session: AsyncSession,
-    appointment_id: str,
-    status: AppointmentStatus,
-    requested_start: datetime | None = None,
-) -> None:
-    conn = await session.connection()
-    await run_plan(
-        conn,
-        status_plan(Dialect(conn.dialect.name), appointment_id, status, requested_start),
-    )
 
 
 def status_plan(

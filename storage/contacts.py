@@ -9,7 +9,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Contact
-from storage.raw import Dialect, Plan, run_plan
+from storage.raw import Dialect, Plan
 from storage.types import new_id, upsert_insert, utcnow
 
 # The columns a caller may set from outside; anything else is ours.
@@ -77,16 +77,6 @@ async def contact_id_for_phone(*, session: AsyncSession, workspace_id: str, phon
 
 async def get_contact(*, session: AsyncSession, contact_id: str) -> Contact | None:
     return await session.get(Contact, contact_id)
-
-
-async def set_opt_out(
-    *, session: AsyncSession, contact_id: str, opted_out: bool, source: str
-) -> None:
-    conn = await session.connection()
-    await run_plan(
-        conn,
-        opt_out_plan(Dialect(conn.dialect.name), contact_id, opted_out=opted_out, source=source),
-    )
 
 
 def opt_out_plan(dialect: Dialect, contact_id: str, *, opted_out: bool, source: str) -> Plan[None]:

@@ -17,7 +17,7 @@ from storage.models import (
     Message,
     Workspace,
 )
-from storage.raw import Columns, Dialect, Plan, run_plan
+from storage.raw import Columns, Dialect, Plan
 from storage.types import new_id, utcnow
 
 _LIVE = (ConversationStatus.OPEN, ConversationStatus.PENDING)
@@ -108,11 +108,6 @@ def touch(dialect: Dialect, conversation_id: str) -> Plan[None]:
     )
 
 
-async def hand_to_person(*, session: AsyncSession, conversation_id: str, reason: str) -> None:
-    conn = await session.connection()
-    await run_plan(conn, hand_to_person_plan(Dialect(conn.dialect.name), conversation_id, reason))
-
-
 def hand_to_person_plan(dialect: Dialect, conversation_id: str, reason: str) -> Plan[None]:
     """The agent stops answering; the thread waits for a person."""
     yield (
@@ -134,6 +129,10 @@ _CONVERSATION = Columns(Conversation, "v")
 _WORKSPACE = Columns(Workspace, "w")
 _CONTACT = Columns(Contact, "c")
 _APPOINTMENT = Columns(Appointment, "a")
+# Where each table's columns start and end in the joined row.
+_CUTS = [0]
+for _columns in (_CONVERSATION, _WORKSPACE, _CONTACT, _APPOINTMENT):
+    _CUTS.append(_CUTS[-1] + _columns.width)
 
 
 def thread_context(conversation_id: str) -> Plan[ThreadContext | None]:
@@ -148,9 +147,7 @@ def thread_context(conversation_id: str) -> Plan[ThreadContext | None]:
     if not found:
         return None
     row = found[0]
-    cut = [0]
-    for columns in (_CONVERSATION, _WORKSPACE, _CONTACT, _APPOINTMENT):
-        cut.append(cut[-1] + columns.width)
+    cut = _CUTS
     appointment = row[cut[3] : cut[4]]
     return ThreadContext(
         workspace=_WORKSPACE.load(row[cut[1] : cut[2]]),

@@ -10,34 +10,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import AgentRun, Event
-from storage.raw import Dialect, Plan, run_plan
+from storage.raw import Dialect, Plan
 from storage.types import new_id, utcnow
-
-
-async def add_event(
-    *,
-    session: AsyncSession,
-    workspace_id: str,
-    conversation_id: str,
-    type: str,
-    data: dict[str, Any] | None = None,
-    revenue: float | None = None,
-    agent_run_id: str | None = None,
-) -> str:
-    """Append to the conversation's stream, by one INSERT; the event's id."""
-    conn = await session.connection()
-    return await run_plan(
-        conn,
-        event_plan(
-            Dialect(conn.dialect.name),
-            workspace_id=workspace_id,
-            conversation_id=conversation_id,
-            type=type,
-            data=data,
-            revenue=revenue,
-            agent_run_id=agent_run_id,
-        ),
-    )
 
 
 def event_plan(
@@ -50,6 +24,7 @@ def event_plan(
     revenue: float | None = None,
     agent_run_id: str | None = None,
 ) -> Plan[str]:
+    """Append to the conversation's stream, by one INSERT; the event's id."""
     event_id = new_id("evt")
     yield (
         "INSERT INTO events (id, workspace_id, conversation_id, agent_run_id, type, data, "

@@ -52,38 +52,6 @@ def lease_token(worker_id: str) -> str:
     return f"{worker_id}:{secrets.token_hex(6)}"
 
 
-async def enqueue(
-    *,
-    conn: AsyncConnection,
-    kind: str,
-    key: str,
-    payload: dict[str, Any] | None = None,
-    run_at: datetime | None = None,
-    max_attempts: int = 6,
-    fold: bool = False,
-    lease: tuple[str, float] | None = None,
-) -> int | None:
-    """Add a job unless one with `key` is unfinished; its id when added (or folded into).
-
-    With `fold`, an unfinished job with the key is pushed back to `run_at` instead: a text that
-    arrives during the quiet window (or while its turn is running) moves the turn, not adds one.
-    With `lease` (token, seconds) the job is born leased to the caller, who runs it at once.
-    """
-    return await run_plan(
-        conn,
-        enqueue_plan(
-            dialect_of(conn),
-            kind=kind,
-            key=key,
-            payload=payload,
-            run_at=run_at,
-            max_attempts=max_attempts,
-            fold=fold,
-            lease=lease,
-        ),
-    )
-
-
 def enqueue_plan(
     dialect: Dialect,
     *,
@@ -95,7 +63,12 @@ def enqueue_plan(
     fold: bool = False,
     lease: tuple[str, float] | None = None,
 ) -> Plan[int | None]:
-    """`enqueue` as a step of a larger write."""
+    """Add a job unless one with `key` is unfinished; its id when added (or folded into).
+
+    With `fold`, an unfinished job with the key is pushed back to `run_at` instead: a text that
+    arrives during the quiet window (or while its turn is running) moves the turn, not adds one.
+    With `lease` (token, seconds) the job is born leased to the caller, who runs it at once.
+    """
     now = utcnow()
     stamp = dialect.ts(now)
     if lease is None:

@@ -43,43 +43,6 @@ class QueuedOutbound:
     segments: int
 
 
-async def add_outbound(
-    *,
-    session: AsyncSession,
-    workspace_id: str,
-    conversation_id: str,
-    author: str,
-    body: str,
-    from_number: str,
-    to_number: str,
-    provider: str,
-    segments: int,
-    encoding: str,
-    cost_cents: float | None,
-    agent_run_id: str | None = None,
-    media_urls: Sequence[str] = (),
-) -> QueuedOutbound:
-    conn = await session.connection()
-    return await run_plan(
-        conn,
-        add_outbound_plan(
-            Dialect(conn.dialect.name),
-            workspace_id=workspace_id,
-            conversation_id=conversation_id,
-            author=author,
-            body=body,
-            from_number=from_number,
-            to_number=to_number,
-            provider=provider,
-            segments=segments,
-            encoding=encoding,
-            cost_cents=cost_cents,
-            agent_run_id=agent_run_id,
-            media_urls=media_urls,
-        ),
-    )
-
-
 def add_outbound_plan(
     dialect: Dialect,
     *,
@@ -177,29 +140,6 @@ def thread_plan(conversation_id: str, limit: int | None = None) -> Plan[list[Mes
         (conversation_id, limit) if limit is not None else (conversation_id,),
     )
     return [_MESSAGE.load(row) for row in reversed(found)]
-
-
-async def advance_status(
-    *,
-    session: AsyncSession,
-    message_id: str,
-    status: MessageStatus,
-    provider_message_id: str | None = None,
-    error_code: str | None = None,
-    error_message: str | None = None,
-) -> bool:
-    conn = await session.connection()
-    return await run_plan(
-        conn,
-        advance_status_plan(
-            Dialect(conn.dialect.name),
-            message_id,
-            status,
-            provider_message_id=provider_message_id,
-            error_code=error_code,
-            error_message=error_message,
-        ),
-    )
 
 
 def advance_status_plan(

@@ -21,7 +21,7 @@ import json
 import re
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, Generic, TypeVar, cast
@@ -30,6 +30,7 @@ from sqlalchemy import JSON, Boolean, Date
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.types import UTCDateTime
 
@@ -198,6 +199,12 @@ _GATES: weakref.WeakKeyDictionary[AsyncEngine, WriterGate] = weakref.WeakKeyDict
 def gate_writes(engine: AsyncEngine, slots: int = 1) -> None:
     """Order `commit_plan` calls on this engine's `slots` connections by urgency."""
     _GATES[engine] = WriterGate(slots)
+
+
+async def in_session(session: AsyncSession, build: Callable[[Dialect], Plan[T]]) -> T:
+    """Run the plan `build` makes for this database in the session's transaction."""
+    conn = await session.connection()
+    return await run_plan(conn, build(Dialect(conn.dialect.name)))
 
 
 async def commit_plan(engine: AsyncEngine, plan: Plan[T], *, urgent: bool = False) -> T:

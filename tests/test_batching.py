@@ -26,7 +26,7 @@ from storage.engine import SessionFactory, create_engine, create_session_factory
 from storage.inbound import InboundRow, Stored, store_inbound
 from storage.jobs import Lease
 from storage.migrate import migrate
-from storage.raw import WriterGate
+from storage.raw import WriterGate, run_plan
 from storage.workspaces import ensure_workspace
 from tests.conftest import ServiceFactory
 from tests.fakes.llm_server import JSONDict, ScriptedLLM, Step, hold, reply
@@ -398,7 +398,9 @@ async def test_a_worker_yielding_to_a_rush_still_runs_every_job_at_a_trickle(
     engine, _ = engine_sessions
     async with engine.begin() as conn:
         for i in range(10):
-            await jobs.enqueue(conn=conn, kind="chore", key=f"chore:{i}")
+            await run_plan(
+                conn, jobs.enqueue_plan(jobs.dialect_of(conn), kind="chore", key=f"chore:{i}")
+            )
     recorder = _Recorder(engine)
     worker = Worker(
         engine=engine,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from functools import partial
 
 import pytest
 
@@ -14,7 +15,7 @@ from storage.inbound import InboundRow, store_inbound
 from storage.jobs import Lease, dialect_of
 from storage.migrate import migrate
 from storage.models import JobStatus, MessageStatus
-from storage.raw import run_plan
+from storage.raw import in_session, run_plan
 from storage.types import utcnow
 from storage.workspaces import ensure_workspace
 from tests.harness import Database
@@ -41,12 +42,15 @@ async def sessions(db: Database) -> AsyncIterator[SessionFactory]:
 
 async def _enqueue(sessions: SessionFactory, key: str, *, fold: bool, delay: float = 0) -> None:
     async with sessions() as session, session.begin():
-        await jobs.enqueue(
-            conn=await session.connection(),
-            kind=key.split(":")[0],
-            key=key,
-            run_at=utcnow() + timedelta(seconds=delay),
-            fold=fold,
+        await in_session(
+            session,
+            lambda d: jobs.enqueue_plan(
+                d,
+                kind=key.split(":")[0],
+                key=key,
+                run_at=utcnow() + timedelta(seconds=delay),
+                fold=fold,
+            ),
         )
 
 
@@ -149,21 +153,26 @@ async def test_inbound_is_stored_once_and_statuses_only_move_forward(
     assert [m.provider_message_id for m in thread] == ["SM1"]
 
     async with sessions() as session, session.begin():
-        outbound = await messages.add_outbound(
-            session=session,
-            workspace_id="ws_test",
-            conversation_id=conversation_id,
-            author="agent",
-            body="hello",
-            from_number="+15550001111",
-            to_number="+13105551234",
-            provider="twilio",
-            segments=1,
-            encoding="GSM-7",
-            cost_cents=0.83,
+        outbound = await in_session(
+            session,
+            lambda d: messages.add_outbound_plan(
+                d,
+                workspace_id="ws_test",
+                conversation_id=conversation_id,
+                author="agent",
+                body="hello",
+                from_number="+15550001111",
+                to_number="+13105551234",
+                provider="twilio",
+                segments=1,
+                encoding="GSM-7",
+                cost_cents=0.83,
+            ),
         )
         moves = [
-            await messages.advance_status(session=session, message_id=outbound.id, status=s)
+            await in_session(
+                session, partial(messages.advance_status_plan, message_id=outbound.id, status=s)
+            )
             for s in (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.SENT)
         ]
     assert moves == [True, True, False]
