@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import openai
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentState, InputAgentState, after_model
 from langchain_core.language_models import BaseChatModel
@@ -27,6 +28,7 @@ from langgraph.runtime import Runtime
 from pydantic import SecretStr
 
 from agent.context import TurnContext
+from agent.pacing import on_model_request, on_model_response
 from agent.settings import Settings
 from agent.tools import TOOLS
 
@@ -147,5 +149,10 @@ def build_brain(settings: Settings) -> Brain | None:
         max_retries=settings.llm_max_retries,
         temperature=0.2,
         stream_usage=False,
+        # The openai SDK's own client, told when the model is asked and when it answers, so a
+        # turn gives up its place while it waits (see `agent.pacing`).
+        http_async_client=openai.DefaultAsyncHttpxClient(
+            event_hooks={"request": [on_model_request], "response": [on_model_response]}
+        ),
     )
     return AgentBrain(model, model_name=settings.llm_model, max_steps=settings.llm_max_steps)

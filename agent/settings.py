@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # sends wait on the provider. A ready reply never waits for a turn slot.
     worker_turns: int = Field(default=1000, ge=1, le=10_000)
     worker_sends: int = Field(default=100, ge=1, le=1_000)
+    # Turns at work at once (not waiting on the model); the rest wait in line, so under a rush
+    # turns finish in the order they started rather than all together at the end.
+    worker_turns_at_work: int = Field(default=32, ge=1, le=1_000)
     worker_poll_seconds: float = Field(default=1.0, gt=0)
     # PostgreSQL connections per process (SQLite always has one writer and a few readers).
     database_pool_size: int = Field(default=10, ge=1, le=200)
@@ -75,6 +78,8 @@ class Settings(BaseSettings):
     # Renewed every third of itself while a job runs; after a crash, recovery waits this long.
     job_lease_seconds: float = Field(default=30.0, gt=0)
     job_max_attempts: int = Field(default=6, ge=1)
+    # Finished jobs are kept this long (for looking into a turn), then deleted; failed ones stay.
+    job_keep_done_hours: float = Field(default=24 * 7, ge=0)
     run_worker: bool = True
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -21,6 +21,7 @@ from agent.context import TurnContext
 from agent.deps import Deps
 from agent.fastpath import Classification, Keyword, classify_batch
 from agent.outbox import SEND_JOB, Queued, compose_reply, queue_text_plan, send_key
+from agent.pacing import Places, back_to_work, wait_elsewhere
 from agent.prompting import contact_zone, reply_text, system_prompt
 from storage import appointments, contacts, conversations, events, jobs, messages
 from storage.jobs import Lease
@@ -100,15 +101,21 @@ class TurnHandler:
     """Runs `turn` jobs: one read snapshot, the decision (and the model, if needed), one commit.
 
     The model is called by at most `llm_max_concurrency` turns at a time in this process; the
-    rest wait their turn here, holding nothing but memory.
+    rest wait their turn here, holding nothing but memory. At most `worker_turns_starting` are
+    at work rather than waiting (see `agent.pacing`).
     """
 
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
         self._dialect = Dialect(deps.engine.dialect.name)
         self._llm_slots = asyncio.Semaphore(deps.settings.llm_max_concurrency)
+        self._places = Places(deps.settings.worker_turns_at_work)
 
     async def run(self, job: Lease) -> None:
+        async with self._places.turn():
+            await self._run(job)
+
+    async def _run(self, job: Lease) -> None:
         deps = self._deps
         started = utcnow()
         snapshot = await self._load(str(job.payload["conversation_id"]))
@@ -123,7 +130,10 @@ class TurnHandler:
         error: str | None = None
         if action == Action.LLM:
             try:
+                if self._llm_slots.locked():
+                    wait_elsewhere()
                 async with self._llm_slots:
+                    await back_to_work()
                     thought = await self._think(snapshot, run_id, started)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
@@ -249,9 +259,13 @@ class TurnHandler:
 
         if dialect.postgres:
             # Lock rows in the order a text's acceptance does (contact, thread, then the turn's
-            # job), so the two never wait on each other until PostgreSQL breaks a deadlock.
+            # job), so the two never wait on each other until PostgreSQL breaks a deadlock. No
+            # key columns change, so foreign-key checks on these rows are never shut out.
             if action in (Action.OPT_OUT, Action.OPT_IN):
-                yield ("SELECT 1 FROM contacts WHERE id = ? FOR UPDATE", (snapshot.contact.id,))
+                yield (
+                    "SELECT 1 FROM contacts WHERE id = ? FOR NO KEY UPDATE",
+                    (snapshot.contact.id,),
+                )
             yield ("SELECT 1 FROM conversations WHERE id = ? FOR NO KEY UPDATE", (conversation.id,))
         if not (yield from jobs.holds_plan(dialect, job)):
             if outcome.model is not None:

@@ -9,7 +9,8 @@ faster than a busy clinic's rush (`yield_to`), each lane starts only a trickle o
 webhooks get the process, and nothing waiting starves.
 
 One heartbeat renews every lease this worker holds in one statement. A handler that raises is
-retried with backoff, and one out of attempts is handed to its `exhausted`.
+retried with backoff, and one out of attempts is handed to its `exhausted`. Jobs done a while
+ago are swept away now and then; failed ones stay.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class Worker:
         poll_seconds: float,
         yield_to: Callable[[], bool] | None = None,
         trickle_per_second: float = 20.0,
+        keep_done_seconds: float | None = None,
+        sweep_seconds: float = 300.0,
     ) -> None:
         self._engine = engine
         self._dialect = Dialect(engine.dialect.name)
@@ -76,6 +79,8 @@ class Worker:
         self._poll_seconds = poll_seconds
         self._stopping = asyncio.Event()
         self._nudge = nudge
+        self._keep_done = keep_done_seconds
+        self._sweep_seconds = sweep_seconds
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self) -> None:
@@ -86,6 +91,8 @@ class Worker:
         )
         loops = [asyncio.create_task(self._lane_loop(lane)) for lane in self._lanes]
         loops.append(asyncio.create_task(self._heartbeat()))
+        if self._keep_done is not None:
+            loops.append(asyncio.create_task(self._sweep(self._keep_done)))
         try:
             # The loops end by themselves once stopping: cancelling one in the middle of a query
             # would throw its connection away.
@@ -219,6 +226,29 @@ class Worker:
             lost = [job_id for job_id in lost if job_id in still_running]
             if lost:
                 log.warning("worker.leases_lost job_ids=%s", lost[:20])
+
+    async def _sweep(self, keep_seconds: float) -> None:
+        """Now and then, delete jobs done longer ago than `keep_seconds`, a chunk at a time
+        (each its own short transaction, so webhooks never wait long behind it)."""
+        kinds = sorted(self._by_kind)
+        while not self._stopping.is_set():
+            removed = 0
+            try:
+                while not self._stopping.is_set():
+                    before = utcnow() - timedelta(seconds=keep_seconds)
+                    gone = await commit_plan(
+                        self._engine, jobs.purge_plan(self._dialect, kinds, before)
+                    )
+                    removed += gone
+                    if gone < 1000:
+                        break
+                    await asyncio.sleep(0.05)
+            except Exception:
+                log.exception("worker.sweep_failed")
+            if removed:
+                log.info("worker.swept done_jobs=%d", removed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._sweep_seconds)
 
     async def _settle_unknown(self, job: Lease) -> None:
         log.error("worker.unknown_kind job_id=%s kind=%s", job.id, job.kind)

@@ -35,7 +35,8 @@ def free_port() -> int:
 
 
 class Process:
-    """A child process on loopback, ended by its own pid whatever happens."""
+    """A child process on loopback, ended by its own pid whatever happens. Its output is
+    dropped, or kept in `$BENCH_LOGS/<module>.<n>.log` when that names a folder."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.args = args
@@ -43,14 +44,25 @@ class Process:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, *self.args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        output: Any = subprocess.DEVNULL
+        folder = os.environ.get("BENCH_LOGS")
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            name = self.args[1] if len(self.args) > 1 else "process"
+            n = len(list(Path(folder).glob(f"{name}.*.log")))
+            output = (Path(folder) / f"{name}.{n}.log").open("wb")
+        try:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [sys.executable, *self.args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            if output is not subprocess.DEVNULL:
+                output.close()
 
     @property
     def pid(self) -> int:
@@ -92,7 +104,7 @@ def serve_env(database_url: str, port: int, **settings: str) -> dict[str, str]:
         "SMSAGENT_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
         "SMSAGENT_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "SMSAGENT_FROM_NUMBER": OUR_NUMBER,
-        "SMSAGENT_LOG_LEVEL": "WARNING",
+        "SMSAGENT_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
     }
     env.update({f"SMSAGENT_{k.upper()}": v for k, v in settings.items()})
     return env

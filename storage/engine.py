@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.raw import gate_writes
+from storage.raw import gate_writes, queue_plans
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
@@ -33,7 +33,7 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
         writer = _sqlite_engine(url)
-        gate_writes(writer)
+        queue_plans(writer)
         return writer
     connect_args: dict[str, Any] = {"timeout": 10}
     if schema:
@@ -54,7 +54,9 @@ def create_reader_engine(url: str, *, pool_size: int = 4) -> AsyncEngine | None:
     """SQLite: read-only connections beside the writer. None elsewhere: reads use the pool."""
     if not url.startswith("sqlite"):
         return None
-    return _sqlite_engine(url, pool_size=pool_size, read_only=True)
+    reader = _sqlite_engine(url, pool_size=pool_size, read_only=True)
+    queue_plans(reader, connections=pool_size, writes=False)
+    return reader
 
 
 def _sqlite_engine(url: str, *, pool_size: int = 1, read_only: bool = False) -> AsyncEngine:

@@ -115,7 +115,10 @@ def _upsert_contacts(
     The no-op update makes RETURNING answer for existing rows too, and on PostgreSQL takes each
     contact's row lock until commit: concurrent writers (other processes) that see the same
     number wait here, so two of them never open two threads for one contact. Phones are sorted
-    so two batches lock in the same order and cannot deadlock.
+    so two batches lock in the same order and cannot deadlock. The column it sets is no key:
+    setting one (`phone`) would take the lock that also shuts out foreign-key checks, and a
+    turn writing the contact's thread meanwhile would wait on this batch while it waits on the
+    turn.
     """
     keys = sorted({(r.workspace_id, r.from_number) for r in batch})
     stamp, empty_map, empty_list, no = dialect.ts(now), "{}", "[]", dialect.flag(False)
@@ -125,7 +128,7 @@ def _upsert_contacts(
     upserted = yield (
         "INSERT INTO contacts (id, workspace_id, phone, custom_fields, tags, opted_out, blocked, "
         f"created_at, updated_at) VALUES {marks(len(keys), 9)} "
-        "ON CONFLICT (workspace_id, phone) DO UPDATE SET phone = excluded.phone "
+        "ON CONFLICT (workspace_id, phone) DO UPDATE SET updated_at = contacts.updated_at "
         "RETURNING id, workspace_id, phone",
         params,
     )

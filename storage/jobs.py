@@ -249,6 +249,24 @@ def settle_plan(
     return bool(found)
 
 
+def purge_plan(
+    dialect: Dialect, kinds: Sequence[str], finished_before: datetime, limit: int = 1000
+) -> Plan[int]:
+    """Delete up to `limit` jobs of `kinds` done before `finished_before`; how many went.
+    Failed jobs stay (they are what someone looks into); a done job is only its outcome's
+    echo, and nothing is deduplicated against it."""
+    skip_locked = " FOR UPDATE SKIP LOCKED" if dialect.postgres else ""
+    stamp = dialect.ts(finished_before)
+    # `run_at` first, for the lane index: a job finishes after it falls due.
+    gone = yield (
+        "DELETE FROM jobs WHERE id IN ("
+        f"SELECT id FROM jobs WHERE kind IN ({marks(len(kinds))}) AND status = 'done' "
+        f"AND run_at < ? AND updated_at < ? LIMIT ?{skip_locked}) RETURNING id",
+        (*kinds, stamp, stamp, limit),
+    )
+    return len(gone)
+
+
 async def list_jobs(*, session: AsyncSession, key: str | None = None) -> list[Job]:
     statement = select(Job).order_by(col(Job.id))
     if key is not None:

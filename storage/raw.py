@@ -9,11 +9,17 @@ A multi-statement write is a `Plan`: a generator that yields `(sql, params)` and
 the rows. On PostgreSQL it runs statement by statement over the connection. On SQLite the whole
 transaction, BEGIN to COMMIT, runs as one call on the connection's own thread: aiosqlite costs a
 thread round trip (~0.1 ms) per driver call, about 27 of them for an inbound batch otherwise.
+
+SQLite's plans also share those calls (`PlanQueue`): every plan waiting for the writer when it
+comes free runs in its next transaction, each in a savepoint of its own. A busy process answers
+its thread hops only between everything else it has to do, so one hop per plan would cap the
+writer at a few dozen commits a second under load, however short each is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -194,11 +200,168 @@ class WriterGate:
 
 
 _GATES: weakref.WeakKeyDictionary[AsyncEngine, WriterGate] = weakref.WeakKeyDictionary()
+_QUEUES: weakref.WeakKeyDictionary[AsyncEngine, PlanQueue] = weakref.WeakKeyDictionary()
 
 
 def gate_writes(engine: AsyncEngine, slots: int = 1) -> None:
     """Order `commit_plan` calls on this engine's `slots` connections by urgency."""
     _GATES[engine] = WriterGate(slots)
+
+
+def queue_plans(engine: AsyncEngine, *, connections: int = 1, writes: bool = True) -> None:
+    """Run `commit_plan` calls on this SQLite engine through a `PlanQueue`."""
+    _QUEUES[engine] = PlanQueue(engine, connections=connections, writes=writes)
+
+
+async def finish_plans(engine: AsyncEngine) -> None:
+    """Wait for the plans already handed to this engine's queue, before disposing of it."""
+    queue = _QUEUES.get(engine)
+    if queue is not None:
+        await queue.finish()
+
+
+class PlanQueue:
+    """Plans for one SQLite engine (aiosqlite), many to a transaction and a thread hop.
+
+    Plans wait in line, urgent ones first. Whenever one of the engine's `connections` is free,
+    what waits (up to `max_batch`; only urgent plans while any wait) runs on it in one
+    transaction. On a writer each plan gets a savepoint: one that fails is rolled back alone and
+    fails only its own caller, and the rest commit. Nobody is answered before the COMMIT. No
+    task outlives the line: a caller that finds a connection idle starts a drain, which ends
+    when the line is empty.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, *, connections: int = 1, writes: bool = True, max_batch: int = 16
+    ) -> None:
+        self._engine = engine
+        self._connections = connections
+        self._writes = writes
+        self._max_batch = max_batch
+        self._urgent: collections.deque[tuple[Plan[Any], asyncio.Future[Any]]] = collections.deque()
+        self._rest: collections.deque[tuple[Plan[Any], asyncio.Future[Any]]] = collections.deque()
+        self._draining = 0
+        self._drains: set[asyncio.Task[None]] = set()  # held so none is collected mid-run
+        self.batches = 0
+        self.plans = 0
+
+    async def submit(self, plan: Plan[T], *, urgent: bool = False) -> T:
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._rest).append((plan, done))
+        if self._draining < self._connections:
+            self._draining += 1
+            drain = asyncio.create_task(self._drain())
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+        return await done
+
+    async def finish(self) -> None:
+        while self._drains:
+            await asyncio.gather(*self._drains, return_exceptions=True)
+
+    def _take(self) -> list[tuple[Plan[Any], asyncio.Future[Any]]]:
+        # Urgent plans go alone, without background ones: their callers wait for the COMMIT.
+        batch: list[tuple[Plan[Any], asyncio.Future[Any]]] = []
+        for line in (self._urgent, self._rest):
+            while line and len(batch) < self._max_batch:
+                plan, done = line.popleft()
+                if done.done():  # its caller went away before it ran
+                    plan.close()
+                else:
+                    batch.append((plan, done))
+            if batch:
+                return batch
+        return batch
+
+    async def _drain(self) -> None:
+        try:
+            while batch := self._take():
+                await self._run(batch)
+        finally:
+            # Counted out in the same step that found the line empty: a plan queued after that
+            # starts a drain of its own.
+            self._draining -= 1
+
+    async def _run(self, batch: list[tuple[Plan[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            async with self._engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver: Any = raw.driver_connection
+                outcomes = await driver._execute(
+                    _batch_in_thread, driver._conn, [plan for plan, _ in batch], self._writes
+                )
+        except BaseException as exc:
+            for _, done in batch:
+                if not done.done():
+                    _fail(done, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.batches += 1
+        self.plans += len(batch)
+        for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
+            if done.done():
+                continue
+            if ok:
+                done.set_result(value)
+            else:
+                done.set_exception(value)
+
+
+def _fail(done: asyncio.Future[Any], exc: BaseException) -> None:
+    if isinstance(exc, asyncio.CancelledError):
+        done.cancel()
+    else:
+        done.set_exception(exc)
+
+
+def _batch_in_thread(
+    connection: sqlite3.Connection, plans: list[Plan[Any]], writes: bool
+) -> list[tuple[bool, Any]]:
+    """Several plans in one transaction on the SQLite connection's own thread: (ok, result or
+    exception) for each. On a writer each runs in a savepoint, rolled back alone if it fails."""
+    if len(plans) == 1:
+        try:
+            return [(True, _in_thread(connection, plans[0]))]
+        except Exception as exc:
+            return [(False, exc)]
+    cursor = connection.cursor()
+    outcomes: list[tuple[bool, Any]] = []
+    cursor.execute("BEGIN")
+    try:
+        for plan in plans:
+            if writes:
+                cursor.execute("SAVEPOINT plan")
+            try:
+                result = _drive(cursor, plan)
+            except Exception as exc:
+                if writes:
+                    cursor.execute("ROLLBACK TO plan")
+                    cursor.execute("RELEASE plan")
+                outcomes.append((False, exc))
+                continue
+            if writes:
+                cursor.execute("RELEASE plan")
+            outcomes.append((True, result))
+        cursor.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            cursor.execute("ROLLBACK")
+        raise
+    finally:
+        cursor.close()
+    return outcomes
+
+
+def _drive(cursor: sqlite3.Cursor, plan: Plan[T]) -> T:
+    try:
+        statement, params = next(plan)
+        while True:
+            cursor.execute(statement, tuple(params))
+            statement, params = plan.send(cursor.fetchall())
+    except StopIteration as done:
+        result: T = done.value
+        return result
 
 
 async def in_session(session: AsyncSession, build: Callable[[Dialect], Plan[T]]) -> T:
@@ -209,7 +372,10 @@ async def in_session(session: AsyncSession, build: Callable[[Dialect], Plan[T]])
 
 async def commit_plan(engine: AsyncEngine, plan: Plan[T], *, urgent: bool = False) -> T:
     """Run `plan` in a transaction of its own and commit it. `urgent`: someone is waiting on
-    this commit to answer a request (see `WriterGate`)."""
+    this commit to answer a request (see `WriterGate`, `PlanQueue`)."""
+    queue = _QUEUES.get(engine)
+    if queue is not None:
+        return await queue.submit(plan, urgent=urgent)
     gate = _GATES.get(engine)
     if gate is None:
         return await _commit(engine, plan)
@@ -250,16 +416,12 @@ def _in_thread(connection: sqlite3.Connection, plan: Plan[T]) -> T:
     cursor = connection.cursor()
     cursor.execute("BEGIN")
     try:
-        statement, params = next(plan)
-        while True:
-            cursor.execute(statement, tuple(params))
-            statement, params = plan.send(cursor.fetchall())
-    except StopIteration as done:
+        result = _drive(cursor, plan)
         cursor.execute("COMMIT")
-        result: T = done.value
         return result
     except BaseException:
-        cursor.execute("ROLLBACK")
+        if connection.in_transaction:
+            cursor.execute("ROLLBACK")
         raise
     finally:
         cursor.close()

@@ -10,6 +10,7 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -19,6 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from agent.deps import Nudge
+from agent.pacing import Places, back_to_work, wait_elsewhere
 from agent.worker import LaneSpec, Worker
 from storage import jobs
 from storage.batching import GroupCommit
@@ -26,7 +28,8 @@ from storage.engine import SessionFactory, create_engine, create_session_factory
 from storage.inbound import InboundRow, Stored, store_inbound
 from storage.jobs import Lease
 from storage.migrate import migrate
-from storage.raw import WriterGate, run_plan
+from storage.raw import Dialect, Plan, PlanQueue, WriterGate, run_plan
+from storage.types import utcnow
 from storage.workspaces import ensure_workspace
 from tests.conftest import ServiceFactory
 from tests.fakes.llm_server import JSONDict, ScriptedLLM, Step, hold, reply
@@ -453,3 +456,146 @@ async def test_the_writer_gate_lets_a_waiting_webhook_go_before_queued_backgroun
     await asyncio.gather(first, *waiting)
 
     assert order == ["webhook", "turn-0", "turn-1", "turn-2"]
+
+
+async def test_sqlite_plans_share_transactions_and_a_failing_one_fails_alone(
+    sqlite_db: Database,
+) -> None:
+    engine = create_engine(sqlite_db.url)
+    try:
+        await migrate(engine)
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
+        queue = PlanQueue(engine)
+
+        def note(i: int) -> Plan[int]:
+            yield ("INSERT INTO notes (id, body) VALUES (?, ?)", (i, f"note {i}"))
+            if i % 7 == 3:
+                # Written, then failing: its own row must not stay behind.
+                yield ("INSERT INTO notes (id, body) VALUES (?, ?)", (i, "again"))
+            found = yield ("SELECT count(*) FROM notes WHERE id = ?", (i,))
+            return int(found[0][0])
+
+        results = await asyncio.gather(
+            *(queue.submit(note(i), urgent=i % 5 == 0) for i in range(60)),
+            return_exceptions=True,
+        )
+    finally:
+        await engine.dispose()
+
+    failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    assert failed == [i for i in range(60) if i % 7 == 3]
+    assert all(r == 1 for i, r in enumerate(results) if i not in failed)
+    # Sixty plans, a handful of transactions.
+    assert queue.plans == 60
+    assert queue.batches < 10
+    reopened = create_engine(sqlite_db.url)
+    try:
+        kept = [row[0] for row in await _rows(reopened, "SELECT id FROM notes ORDER BY id")]
+    finally:
+        await reopened.dispose()
+    assert kept == [i for i in range(60) if i % 7 != 3]
+
+
+async def _rows(engine: Any, sql: str) -> list[Any]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(text(sql))).all())
+
+
+async def test_turns_back_from_the_model_finish_before_new_ones_start() -> None:
+    places = Places(4)  # one of them kept for starting turns
+    order: list[str] = []
+    model = asyncio.Event()
+
+    async def turn(name: str, *, asks_model: bool) -> None:
+        async with places.turn():
+            order.append(f"{name} starts")
+            if asks_model:
+                wait_elsewhere()
+                await model.wait()
+                await back_to_work()
+                order.append(f"{name} back")
+            await asyncio.sleep(0.01)
+            order.append(f"{name} done")
+
+    thinking = [asyncio.create_task(turn(f"t{i}", asks_model=True)) for i in range(4)]
+    await asyncio.sleep(0.005)
+    # All four asked the model and gave their places up: new turns start meanwhile.
+    assert order == [f"t{i} starts" for i in range(4)]
+    fresh = [asyncio.create_task(turn(f"n{i}", asks_model=False)) for i in range(6)]
+    await asyncio.sleep(0.005)
+    assert [o for o in order if o.startswith("n")] == [f"n{i} starts" for i in range(4)]
+    model.set()
+    await asyncio.gather(*thinking, *fresh)
+
+    # Once places free up, the turns back from the model take three of every four, and the
+    # kept one goes on starting new turns.
+    tail = order[8:]
+    assert tail.index("t2 back") < tail.index("n5 starts")
+    assert tail.index("n4 starts") < tail.index("t3 back")
+    assert sum(o.endswith("done") for o in order) == 10
+
+
+async def test_a_turn_waiting_on_the_model_holds_no_place(
+    make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    service = await make_service(worker_turns_at_work=1)
+    llm.default = hold(reply("Thanks, noted."))
+    customers = [f"+1310555{3000 + i:04d}" for i in range(5)]
+    for i, number in enumerate(customers):
+        status, _, _ = await service.twilio_inbound(
+            "can I move my appointment?", sid=f"SM{i:032d}", sender=number
+        )
+        assert status == 200
+    # One place, five turns: each gave it up when it asked the model.
+    await wait_until(lambda: _true(llm.held == 5), within=15, what="5 turns with the model")
+    llm.release(5)
+    await twilio.wait_for_messages(5, timeout=15)
+    assert sorted(m["To"] for m in twilio.messages) == sorted(customers)
+
+
+async def test_the_worker_sweeps_away_jobs_done_long_ago_and_keeps_the_rest(
+    engine_sessions: tuple[Any, SessionFactory],
+) -> None:
+    engine, _ = engine_sessions
+    old, recent = datetime(2020, 1, 1, tzinfo=UTC), utcnow() - timedelta(minutes=5)
+    dialect = Dialect(engine.dialect.name)
+    rows = [
+        ("done", old, "old-done-{}", 1500),  # more than one chunk
+        ("failed", old, "old-failed-{}", 3),
+        ("done", recent, "recent-done-{}", 3),
+        ("queued", old, "old-queued-{}", 2),
+    ]
+    async with engine.begin() as conn:
+        for status, when, key, count in rows:
+            stamp = dialect.ts(when)
+            for i in range(count):
+                await conn.execute(
+                    text(
+                        "INSERT INTO jobs (kind, key, payload, status, run_at, attempts, "
+                        "max_attempts, created_at, updated_at) VALUES "
+                        "('send', :key, '{}', :status, :at, 1, 6, :at, :at)"
+                    ),
+                    {"key": key.format(i), "status": status, "at": stamp},
+                )
+    worker = Worker(
+        engine=engine,
+        handlers={},
+        lanes=[LaneSpec("sends", ("send",), 10, batch=10)],
+        nudge=Nudge(),
+        lease_seconds=30,
+        poll_seconds=0.05,
+        keep_done_seconds=3600,
+    )
+    running = asyncio.create_task(worker.run())
+    try:
+        await wait_until(lambda: _swept(engine), within=15, what="old done jobs swept")
+    finally:
+        await worker.stop()
+        await running
+    assert await _scalar(engine, "SELECT count(*) FROM jobs WHERE key LIKE 'old-failed-%'") == 3
+    assert await _scalar(engine, "SELECT count(*) FROM jobs WHERE key LIKE 'recent-done-%'") == 3
+
+
+async def _swept(engine: Any) -> bool:
+    return await _scalar(engine, "SELECT count(*) FROM jobs WHERE key LIKE 'old-done-%'") == 0

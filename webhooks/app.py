@@ -24,6 +24,7 @@ from storage.engine import create_engine, create_reader_engine, create_session_f
 from storage.inbound import store_inbound
 from storage.migrate import migrate
 from storage.notify import listen_for_jobs, plain_dsn
+from storage.raw import finish_plans
 from storage.workspaces import ensure_workspace
 from webhooks.api import hash_api_key
 from webhooks.errors import error_middleware
@@ -141,8 +142,10 @@ async def runtime(
             )
             yield deps
     finally:
+        await finish_plans(engine)
         await engine.dispose()
         if reader is not None:
+            await finish_plans(reader)
             await reader.dispose()
 
 
@@ -160,6 +163,7 @@ async def _start_worker(deps: Deps, background: contextlib.AsyncExitStack) -> No
         lease_seconds=settings.job_lease_seconds,
         poll_seconds=settings.worker_poll_seconds,
         yield_to=deps.inbound.busy,
+        keep_done_seconds=settings.job_keep_done_hours * 3600,
     )
     deps.dispatch.run_now = worker.run_now
     stopping = asyncio.Event()
