@@ -22,6 +22,10 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# A workspace that set none: weekdays, nine to five.
+DEFAULT_HOURS = {day: "09:00-17:00" for day in WEEKDAYS[:5]}
+# A visit whose length nothing tells (no end time on file).
+DEFAULT_MINUTES = 30
 _SPAN = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 # The longest window `open_slots` looks through, and the furthest ahead anything is booked.
 MAX_DAYS = 62

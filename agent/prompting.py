@@ -7,13 +7,14 @@ prompt as data. The customer's own words never do: they reach the model only as 
 from __future__ import annotations
 
 import tomllib
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
 from string import Template
 from zoneinfo import ZoneInfo
 
-from storage.models import Appointment, Contact, Workspace
+from agent.booking import DEFAULT_HOURS, Hours
+from storage.models import Appointment, Contact, Scheduling, Workspace
 
 
 @cache
@@ -81,10 +82,38 @@ def system_prompt(
         business_name=workspace.business_name,
         timezone=zone,
         now=f"{format_when(now, zone)} ({zone})",
+        hours=_hours_line(workspace, now),
+        rescheduling=_RESCHEDULING[Scheduling(workspace.scheduling)],
         contact=describe_contact(contact),
         appointment=describe_appointment(appointment, zone),
         context=(context or "nothing").strip(),
     )
+
+
+_RESCHEDULING = {
+    Scheduling.BUILTIN: (
+        "- check_availability to find open times when they want a new time, then\n"
+        "  reschedule_appointment with the time they pick. Say it is moved only after the tool\n"
+        "  says so; if it refuses, offer the open times it gives."
+    ),
+    Scheduling.EXTERNAL: (
+        "- reschedule_appointment when they ask for a new time and give one; the office keeps\n"
+        "  its own calendar, so say the office will confirm it."
+    ),
+}
+
+
+def _hours_line(workspace: Workspace, now: datetime) -> str:
+    hours = opening_hours(workspace)
+    today = now.astimezone(ZoneInfo(workspace.timezone)).date()
+    soon = sorted(d for d in hours.closed if today <= d <= today + timedelta(days=60))
+    closed = f"; also closed {', '.join(f'{d:%a, %b} {d.day}' for d in soon)}" if soon else ""
+    return f"{hours.describe()}{closed} ({workspace.timezone})"
+
+
+def opening_hours(workspace: Workspace) -> Hours:
+    hours = workspace.hours if workspace.hours is not None else DEFAULT_HOURS
+    return Hours.parse(hours, workspace.closed_days)
 
 
 def reply_text(

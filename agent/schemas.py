@@ -122,6 +122,8 @@ class AppointmentOut(BaseModel):
     description: str | None
     status: str
     requested_start: datetime | None
+    # Earlier times it was moved from, oldest first: {"starts_at", "ends_at", "moved_at"}.
+    history: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class MessageOut(BaseModel):

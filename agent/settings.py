@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.booking import DEFAULT_HOURS, Hours
 from agent.phones import InvalidPhoneNumber, normalize_phone
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/smsagent.db"
@@ -39,6 +40,12 @@ class Settings(BaseSettings):
     business_name: str = "our office"
     vertical: Vertical = "generic"
     timezone: str = "America/New_York"
+    # The built-in appointment book: opening hours by weekday, e.g.
+    # '{"mon": "08:00-12:00, 13:00-17:00", "sat": "09:00-13:00"}' (a day left out is closed),
+    # dates it is closed, and whether the agent books here or asks the business ("external").
+    business_hours: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_HOURS))
+    closed_days: list[str] = Field(default_factory=list)
+    scheduling: Literal["builtin", "external"] = "builtin"
 
     sms_provider: ProviderName = "console"
     from_number: str = "+15550000000"
@@ -116,6 +123,11 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {zone!r}") from exc
         return zone
+
+    @model_validator(mode="after")
+    def _hours_make_sense(self) -> Settings:
+        Hours.parse(self.business_hours, self.closed_days)
+        return self
 
     @field_validator("public_url", "llm_base_url", "twilio_api_url")
     @classmethod

@@ -1,27 +1,30 @@
 """The agent's tools: small async functions whose docstrings are what the model reads.
 
 Each acts only on the conversation in the runtime context, validates its input in code, records
-an Event, and answers with a short sentence the model can act on. A bad call changes nothing and
-says why, so the model can recover.
+an Event for what it changes, and answers with a short sentence the model can act on. A bad call
+changes nothing and says why, so the model can recover. Times are booked through the built-in
+appointment book (`agent.booking`) unless the workspace keeps its calendar elsewhere.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from langchain.tools import ToolRuntime, tool
 from langchain_core.tools import BaseTool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from agent.booking import DEFAULT_MINUTES, Book
 from agent.context import TurnContext
-from agent.prompting import format_when
+from agent.prompting import format_when, opening_hours
 from storage import appointments, contacts, conversations, events
-from storage.models import AppointmentStatus
+from storage.models import Appointment, AppointmentStatus, Scheduling, Workspace
 from storage.raw import in_session
 from storage.types import utcnow
+from storage.workspaces import get_workspace
 
 _TAG = re.compile(r"^[a-z0-9][a-z0-9 _:-]{0,39}$")
 _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.-]{0,59}$")
@@ -54,11 +57,65 @@ async def confirm_appointment(runtime: Runtime) -> str:
 
 
 @tool
+async def check_availability(
+    day: str,
+    runtime: Runtime,
+    until: str | None = None,
+    after: str | None = None,
+    before: str | None = None,
+) -> str:
+    """Find open times to offer the customer, before moving or booking an appointment.
+
+    day: the first day to look at, an ISO date like 2025-03-12.
+    until: the last day to look at (ISO date) for a range such as "next week"; default: day.
+    after, before: the earliest and latest start time, 24-hour "HH:MM" like "15:00"; optional.
+    """
+    ctx = runtime.context
+    try:
+        first = date.fromisoformat(str(day).strip())
+        last = date.fromisoformat(str(until).strip()) if until else first
+        earliest = _clock(after)
+        latest = _clock(before)
+    except ValueError:
+        return (
+            "Give day (and until) as ISO dates like 2025-03-12, and after/before as 24-hour "
+            "times like 15:00. Nothing was looked up."
+        )
+    if last < first:
+        return "until is before day. Nothing was looked up."
+    async with ctx.sessions() as session:
+        workspace = await get_workspace(session=session, workspace_id=ctx.workspace_id)
+        if workspace is None:
+            return "The office's calendar is not available. Offer to hand off."
+        if workspace.scheduling == Scheduling.EXTERNAL:
+            return (
+                "This office keeps its own calendar. Ask which day and time suit the customer "
+                "and pass it to reschedule_appointment; the office will confirm."
+            )
+        minutes = await _visit_minutes(session, ctx)
+        zone = ZoneInfo(workspace.timezone)
+        window_start = datetime.combine(first, time(), tzinfo=zone)
+        window_end = datetime.combine(last + timedelta(days=1), time(), tzinfo=zone)
+        book = await _book(session, workspace, ctx, window_start, window_end)
+    slots = book.open_slots(
+        first, last, minutes=minutes, now=utcnow(), after=earliest, before=latest
+    )
+    if not slots:
+        span = first.isoformat() if last == first else f"{first} to {last}"
+        return (
+            f"No open times for a {minutes}-minute visit on {span}. Office hours: "
+            f"{book.hours.describe()}. Suggest another day."
+        )
+    offered = "; ".join(format_when(slot, ctx.timezone) for slot in slots)
+    return f"Open times: {offered}. Offer a few of these; book one only when the customer picks it."
+
+
+@tool
 async def reschedule_appointment(new_start: str, runtime: Runtime) -> str:
-    """Ask to move this customer's appointment to a new start time the customer gave.
+    """Move this customer's appointment to a new start time the customer chose.
 
     new_start: the new date and time in ISO-8601, e.g. 2025-03-12T15:00 (customer's local time
-    unless an offset is given). The office confirms the new time; say so to the customer.
+    unless an offset is given). Use check_availability first to find open times.
     """
     ctx = runtime.context
     if ctx.appointment_id is None:
@@ -78,26 +135,71 @@ async def reschedule_appointment(new_start: str, runtime: Runtime) -> str:
         return "That time is in the past. Ask the customer for a future day and time."
     if requested > now + timedelta(days=366):
         return "That time is more than a year away. Ask the customer to pick a nearer date."
+    when = format_when(requested, ctx.timezone)
     async with ctx.sessions() as session, session.begin():
+        workspace = await get_workspace(session=session, workspace_id=ctx.workspace_id)
         appointment = await appointments.get_appointment(
-            session=session, appointment_id=ctx.appointment_id
+            session=session, appointment_id=appointment_id
         )
-        if appointment is None or appointment.status in _CLOSED:
+        if workspace is None or appointment is None or appointment.status in _CLOSED:
             return "That appointment was canceled; it cannot be moved. Offer to hand off."
-        await in_session(
-            session,
-            lambda d: appointments.status_plan(
-                d, appointment_id, AppointmentStatus.RESCHEDULE_REQUESTED, requested
-            ),
+        if workspace.scheduling == Scheduling.EXTERNAL:
+            await in_session(
+                session,
+                lambda d: appointments.status_plan(
+                    d, appointment_id, AppointmentStatus.RESCHEDULE_REQUESTED, requested
+                ),
+            )
+            await _record(
+                ctx,
+                session,
+                "appointment.reschedule_requested",
+                {"appointment_id": appointment.id, "requested_start": requested.isoformat()},
+            )
+            return (
+                f"Asked the office to move it to {when}. Tell the customer the office will confirm."
+            )
+        minutes = _minutes_of(appointment)
+        day_start = datetime.combine(
+            requested.astimezone(ZoneInfo(workspace.timezone)).date(),
+            time(),
+            tzinfo=ZoneInfo(workspace.timezone),
         )
+        book = await _book(
+            session, workspace, ctx, day_start, day_start + timedelta(days=8), appointment.id
+        )
+        refusal = book.refusal(requested, minutes, now=now)
+        if refusal is not None:
+            nearby = _nearby(book, requested, minutes, now)
+            offer = (
+                "Open times nearby: " + "; ".join(format_when(s, ctx.timezone) for s in nearby)
+                if nearby
+                else f"Office hours: {book.hours.describe()}."
+            )
+            return f"{refusal.detail} Nothing was changed. {offer}"
+        previous = {
+            "starts_at": appointment.starts_at.isoformat() if appointment.starts_at else None,
+            "ends_at": appointment.ends_at.isoformat() if appointment.ends_at else None,
+            "moved_at": now.isoformat(),
+        }
+        appointment.history = [*appointment.history, previous]
+        appointment.starts_at = requested.astimezone(UTC)
+        appointment.ends_at = appointment.starts_at + timedelta(minutes=minutes)
+        appointment.status = AppointmentStatus.RESCHEDULED
+        appointment.requested_start = None
+        appointment.updated_at = now
+        await session.flush()
         await _record(
             ctx,
             session,
-            "appointment.reschedule_requested",
-            {"appointment_id": appointment.id, "requested_start": requested.isoformat()},
+            "appointment.rescheduled",
+            {
+                "appointment_id": appointment.id,
+                "from": previous["starts_at"],
+                "to": appointment.starts_at.isoformat(),
+            },
         )
-    when = format_when(requested, ctx.timezone)
-    return f"Recorded a request to move it to {when}. Tell the customer the office will confirm."
+    return f"Moved. Tell the customer their appointment is now {when}."
 
 
 @tool
@@ -191,6 +293,7 @@ async def log_event(type: str, context: str, runtime: Runtime, revenue: float | 
 
 TOOLS: tuple[BaseTool, ...] = (
     confirm_appointment,
+    check_availability,
     reschedule_appointment,
     cancel_appointment,
     handoff_to_human,
@@ -218,6 +321,66 @@ async def _record(
             revenue=revenue,
         ),
     )
+
+
+async def _book(
+    session: AsyncSession,
+    workspace: Workspace,
+    ctx: TurnContext,
+    start: datetime,
+    end: datetime,
+    exclude_id: str | None = None,
+) -> Book:
+    taken = await appointments.taken_times(
+        session=session,
+        workspace_id=ctx.workspace_id,
+        start=start,
+        end=end,
+        exclude_id=exclude_id if exclude_id is not None else ctx.appointment_id,
+        default_minutes=DEFAULT_MINUTES,
+    )
+    return Book(opening_hours(workspace), workspace.timezone, taken)
+
+
+def _nearby(book: Book, wanted: datetime, minutes: int, now: datetime) -> list[datetime]:
+    """Up to three open times near one that could not be had: later that day first, then the
+    following days, then earlier that day."""
+    local = wanted.astimezone(book.zone)
+    day = local.date()
+    later = book.open_slots(day, day, minutes=minutes, now=now, after=local.time(), limit=2)
+    following = book.open_slots(
+        day + timedelta(days=1), day + timedelta(days=6), minutes=minutes, now=now, per_day=1
+    )
+    earlier = book.open_slots(day, day, minutes=minutes, now=now, before=local.time())
+    return sorted([*later, *following, *reversed(earlier)][:3])
+
+
+async def _visit_minutes(session: AsyncSession, ctx: TurnContext) -> int:
+    if ctx.appointment_id is None:
+        return DEFAULT_MINUTES
+    appointment = await appointments.get_appointment(
+        session=session, appointment_id=ctx.appointment_id
+    )
+    return _minutes_of(appointment) if appointment is not None else DEFAULT_MINUTES
+
+
+def _minutes_of(appointment: Appointment) -> int:
+    if (
+        appointment.starts_at
+        and appointment.ends_at
+        and appointment.ends_at > appointment.starts_at
+    ):
+        return max(
+            5, min(8 * 60, int((appointment.ends_at - appointment.starts_at).total_seconds() // 60))
+        )
+    return DEFAULT_MINUTES
+
+
+def _clock(text: str | None) -> time | None:
+    """'15:00' as a time of day; None for nothing. Raises ValueError otherwise."""
+    if text is None or not str(text).strip():
+        return None
+    return time.fromisoformat(str(text).strip())
 
 
 def _clip(text: object, limit: int) -> str:

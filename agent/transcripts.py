@@ -61,6 +61,7 @@ async def load_conversation(
                 description=appointment.description,
                 status=appointment.status,
                 requested_start=appointment.requested_start,
+                history=appointment.history or [],
             )
             if appointment
             else None

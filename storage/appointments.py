@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Appointment, AppointmentStatus
+from storage.models import Appointment, AppointmentStatus, Workspace
 from storage.raw import Dialect, Plan
 from storage.types import new_id, utcnow
 
@@ -70,3 +70,38 @@ def status_plan(
     )
     if not found:
         raise LookupError(appointment_id)
+
+
+async def taken_times(
+    *,
+    session: AsyncSession,
+    workspace_id: str,
+    start: datetime,
+    end: datetime,
+    exclude_id: str | None = None,
+    default_minutes: int = 30,
+) -> list[tuple[datetime, datetime]]:
+    """(start, end) of the workspace's live appointments that could overlap [start, end).
+
+    On PostgreSQL the workspace row is locked until commit first, so two turns booking the same
+    time one after the other see each other's booking (SQLite has one writer anyway)."""
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.exec(
+            select(Workspace.id).where(Workspace.id == workspace_id).with_for_update()
+        )
+    statement = select(Appointment).where(
+        Appointment.workspace_id == workspace_id,
+        Appointment.status != AppointmentStatus.CANCELED,
+        col(Appointment.starts_at).is_not(None),
+        col(Appointment.starts_at) < end,
+        col(Appointment.starts_at) > start - timedelta(days=1),
+    )
+    if exclude_id is not None:
+        statement = statement.where(Appointment.id != exclude_id)
+    taken: list[tuple[datetime, datetime]] = []
+    for appointment in await session.exec(statement):
+        assert appointment.starts_at is not None
+        ends = appointment.ends_at or appointment.starts_at + timedelta(minutes=default_minutes)
+        if ends > start:
+            taken.append((appointment.starts_at, ends))
+    return taken

@@ -60,6 +60,11 @@ class AppointmentStatus(StrEnum):
     CANCELED = "canceled"
 
 
+class Scheduling(StrEnum):
+    BUILTIN = "builtin"  # the agent books into the appointment book kept here
+    EXTERNAL = "external"  # the business keeps its calendar; the agent asks it to move a visit
+
+
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -84,6 +89,10 @@ class Workspace(SQLModel, table=True):
     timezone: str
     vertical: str
     api_key_hash: str | None = Field(default=None, unique=True, max_length=64)
+    # Weekday ("mon") -> open spans ("08:00-12:00, 13:00-17:00"); None: the default hours.
+    hours: dict[str, str] | None = Field(default=None, sa_type=JSON)
+    closed_days: list[str] = Field(default_factory=list, sa_type=JSON)
+    scheduling: str = Scheduling.BUILTIN
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -118,6 +127,7 @@ class Appointment(SQLModel, table=True):
     __tablename__ = "appointments"
     __table_args__ = (
         UniqueConstraint("workspace_id", "external_id", name="uq_appointments_workspace_external"),
+        Index("ix_appointments_workspace_starts", "workspace_id", "starts_at"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -132,6 +142,8 @@ class Appointment(SQLModel, table=True):
     description: str | None = None
     status: str = AppointmentStatus.SCHEDULED
     requested_start: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Earlier times when it was moved, oldest first: {"starts_at", "ends_at", "moved_at"}.
+    history: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
     created_at: datetime = _created()
     updated_at: datetime = _created()
 

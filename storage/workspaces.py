@@ -18,8 +18,12 @@ async def ensure_workspace(
     timezone: str,
     vertical: str,
     api_key_hash: str | None,
+    hours: dict[str, str] | None = None,
+    closed_days: list[str] | None = None,
+    scheduling: str | None = None,
 ) -> Workspace:
-    """Create the workspace or bring it in line with the configuration."""
+    """Create the workspace or bring it in line with the configuration (the appointment book's
+    settings only where given)."""
     workspace = await session.get(Workspace, workspace_id)
     if workspace is None:
         workspace = Workspace(
@@ -38,6 +42,12 @@ async def ensure_workspace(
         workspace.vertical = vertical
         workspace.api_key_hash = api_key_hash
         workspace.updated_at = utcnow()
+    if hours is not None:
+        workspace.hours = dict(hours)
+    if closed_days is not None:
+        workspace.closed_days = list(closed_days)
+    if scheduling is not None:
+        workspace.scheduling = scheduling
     await session.flush()
     return workspace
 

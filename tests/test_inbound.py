@@ -23,6 +23,7 @@ from tests.test_kickoff import KICKOFF
 
 TOOLS = {
     "confirm_appointment",
+    "check_availability",
     "reschedule_appointment",
     "cancel_appointment",
     "handoff_to_human",

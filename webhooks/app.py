@@ -98,6 +98,9 @@ async def runtime(
                 api_key_hash=(
                     hash_api_key(settings.api_key.get_secret_value()) if settings.api_key else None
                 ),
+                hours=settings.business_hours,
+                closed_days=settings.closed_days,
+                scheduling=settings.scheduling,
             )
         nudge = Nudge()
         loop = asyncio.get_running_loop()
