@@ -27,6 +27,7 @@ from langgraph.errors import GraphRecursionError
 from langgraph.runtime import Runtime
 from pydantic import SecretStr
 
+from agent import claims
 from agent.context import TurnContext
 from agent.pacing import on_model_request, on_model_response
 from agent.settings import Settings
@@ -50,6 +51,8 @@ class Thought:
     latency_ms: int = 0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     hit_step_limit: bool = False
+    # Replies the claim check stopped: {"claims", "reply", "action": "asked_again" | "withheld"}.
+    corrections: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Brain(Protocol):
@@ -90,7 +93,27 @@ class AgentBrain:
         messages += [
             HumanMessage(t.text) if t.role == "customer" else AIMessage(t.text) for t in history
         ]
-        hit_limit = False
+        thought, said = await self._run(context, messages)
+        wrong = claims.unbacked(thought.reply, thought.tool_calls, context.standing)
+        if wrong:
+            # Once back to the model with the facts; a reply still claiming what did not happen
+            # is withheld, and the turn hands the thread to a person instead.
+            thought.corrections.append(_correction(wrong, thought.reply, "asked_again"))
+            again, _ = await self._run(
+                context, [*said, SystemMessage(claims.facts(wrong, thought.tool_calls))]
+            )
+            thought = _merge(thought, again)
+            wrong = claims.unbacked(thought.reply, thought.tool_calls, context.standing)
+            if wrong:
+                thought.corrections.append(_correction(wrong, thought.reply, "withheld"))
+                thought.reply = ""
+        thought.latency_ms = int((time.perf_counter() - started) * 1000)
+        return thought
+
+    async def _run(
+        self, context: TurnContext, messages: list[AnyMessage | dict[str, Any]]
+    ) -> tuple[Thought, list[AnyMessage | dict[str, Any]]]:
+        """The agent on `messages`: what it did, and the whole exchange so far."""
         try:
             state = await self._agent.ainvoke(
                 InputAgentState(messages=messages),
@@ -98,13 +121,25 @@ class AgentBrain:
                 config={"recursion_limit": self._max_steps * 2 + 1},
                 version="v1",
             )
-            produced: list[AnyMessage] = list(state["messages"])[len(messages) :]
         except GraphRecursionError:
-            hit_limit = True
-            produced = []
-        thought = _summarize(produced, model=self.model_name, hit_limit=hit_limit)
-        thought.latency_ms = int((time.perf_counter() - started) * 1000)
-        return thought
+            return _summarize([], model=self.model_name, hit_limit=True), messages
+        exchange: list[AnyMessage | dict[str, Any]] = list(state["messages"])
+        produced = [m for m in exchange[len(messages) :] if not isinstance(m, dict)]
+        return _summarize(produced, model=self.model_name, hit_limit=False), exchange
+
+
+def _correction(wrong: set[claims.Claim], reply: str, action: str) -> dict[str, Any]:
+    return {"claims": sorted(c.value for c in wrong), "reply": reply[:300], "action": action}
+
+
+def _merge(first: Thought, then: Thought) -> Thought:
+    """Both runs of a turn as one: the second's reply, everything counted."""
+    then.prompt_tokens += first.prompt_tokens
+    then.completion_tokens += first.completion_tokens
+    then.tool_calls = [*first.tool_calls, *then.tool_calls]
+    then.corrections = first.corrections
+    then.hit_step_limit = then.hit_step_limit or first.hit_step_limit
+    return then
 
 
 def _summarize(produced: Sequence[AnyMessage], *, model: str, hit_limit: bool) -> Thought:

@@ -21,3 +21,5 @@ class TurnContext:
     system_prompt: str
     # Tools run concurrently when the model calls several at once: each opens its own session.
     sessions: SessionFactory
+    # What was already true before this turn (`agent.claims.Claim` values): a reply may say it.
+    standing: tuple[str, ...] = ()

@@ -158,6 +158,7 @@ class AgentRunOut(BaseModel):
     completion_tokens: int
     latency_ms: int
     tool_calls: list[dict[str, Any]]
+    corrections: list[dict[str, Any]] = Field(default_factory=list)
     error: str | None
     started_at: datetime
 

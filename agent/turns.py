@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from agent.brain import Thought, Turn
+from agent.claims import Claim
 from agent.composer import ComposedSms
 from agent.context import TurnContext
 from agent.deps import Deps
@@ -183,6 +184,7 @@ class TurnHandler:
                 now=now,
             ),
             sessions=self._deps.sessions,
+            standing=_standing(snapshot),
         )
         history = [
             Turn("customer" if m.direction == MessageDirection.INBOUND else "business", m.body)
@@ -307,6 +309,7 @@ class TurnHandler:
             completion_tokens=thought.completion_tokens if thought else 0,
             latency_ms=thought.latency_ms if thought else 0,
             tool_calls=thought.tool_calls if thought else (),
+            corrections=thought.corrections if thought else (),
             error=outcome.error,
         )
         yield from jobs.settle_plan(dialect, job)
@@ -355,6 +358,8 @@ class TurnHandler:
             reason = (
                 "no model configured" if self._deps.brain is None else "the agent could not answer"
             )
+            if thought is not None and _withheld(thought):
+                reason = "the agent's reply claimed what had not happened"
             yield from conversations.hand_to_person_plan(dialect, conversation.id, reason)
             yield from event("conversation.handoff", reason=reason)
             return reply_text("handoff", workspace=workspace)
@@ -417,5 +422,25 @@ def _send_lease(queued: Queued, token: str, max_attempts: int) -> Lease:
 
 def _llm_outcome(action: Action, thought: Thought) -> str:
     if action == Action.HANDOFF:
+        if _withheld(thought):
+            return "unbacked_claim"
         return "step_limit" if thought.hit_step_limit else "no_reply"
     return "replied"
+
+
+def _withheld(thought: Thought) -> bool:
+    return any(c.get("action") == "withheld" for c in thought.corrections)
+
+
+def _standing(snapshot: Snapshot) -> tuple[str, ...]:
+    """What a reply may say without a tool this turn, because it was already so."""
+    status = snapshot.appointment.status if snapshot.appointment else None
+    return (
+        {
+            AppointmentStatus.CONFIRMED: (Claim.CONFIRMED.value,),
+            AppointmentStatus.RESCHEDULED: (Claim.MOVED.value,),
+            AppointmentStatus.CANCELED: (Claim.CANCELED.value,),
+        }.get(AppointmentStatus(status), ())
+        if status
+        else ()
+    )

@@ -67,12 +67,13 @@ def record_run(
     latency_ms: int = 0,
     tool_calls: Sequence[dict[str, Any]] = (),
     error: str | None = None,
+    corrections: Sequence[dict[str, Any]] = (),
 ) -> Plan[None]:
     """Record a finished agent run, with the outcome, in the transaction that commits it."""
     yield (
         "INSERT INTO agent_runs (id, workspace_id, conversation_id, model, prompt_tokens, "
         "completion_tokens, latency_ms, tool_calls, inbound_message_ids, outcome, error, "
-        "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "started_at, finished_at, corrections) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run_id,
             workspace_id,
@@ -87,6 +88,7 @@ def record_run(
             error[:2000] if error else None,
             dialect.ts(started_at),
             dialect.ts(utcnow()),
+            dialect.json(list(corrections)),
         ),
     )
 

@@ -228,6 +228,8 @@ class AgentRun(SQLModel, table=True):
     latency_ms: int = 0
     tool_calls: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
     inbound_message_ids: list[str] = Field(default_factory=list, sa_type=JSON)
+    # Replies the claim check stopped before they reached the customer, and what it did.
+    corrections: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
     outcome: str = "running"
     error: str | None = Field(default=None, sa_column=Column(Text))
     started_at: datetime = _created()

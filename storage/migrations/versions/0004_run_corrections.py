@@ -1,0 +1,28 @@
+"""agent runs keep the replies the claim check stopped
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02 08:10:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("agent_runs", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("corrections", sa.JSON(), nullable=False, server_default="[]")
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("agent_runs", schema=None) as batch_op:
+        batch_op.drop_column("corrections")

@@ -1,0 +1,116 @@
+"""A reply that claims what did not happen never reaches the customer: the model is sent back
+once with the facts, and failing that a person takes over; every correction is kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.claims import Claim, backed, claims_in, unbacked
+from tests.fakes.llm_server import ScriptedLLM, reply, tool_call
+from tests.fakes.twilio_server import TwilioStub
+from tests.harness import Service
+from tests.test_kickoff import KICKOFF
+
+
+@pytest.mark.parametrize(
+    ("text", "claims"),
+    [
+        ("You're confirmed, see you Monday!", {Claim.CONFIRMED}),
+        ("You're all set.", {Claim.CONFIRMED}),
+        ("I've moved your appointment to Tuesday at 9.", {Claim.MOVED}),
+        ("Done! It's booked for Friday.", {Claim.MOVED}),
+        ("Your appointment has been cancelled.", {Claim.CANCELED}),
+        ("Someone from the office will call you shortly.", {Claim.PERSON}),
+        ("Our team will follow up today.", {Claim.PERSON}),
+        ("Su cita está confirmada.", {Claim.CONFIRMED}),
+        ("Listo, su cita fue cancelada.", {Claim.CANCELED}),
+        ("Alguien de la oficina le llamará pronto.", {Claim.PERSON}),
+        ("Would you like me to confirm it?", set()),
+        ("It is not confirmed yet. Reply Y to confirm.", set()),
+        ("I can't cancel it from here.", set()),
+        ("We'll see you then!", set()),
+        ("Which day works better for you?", set()),
+    ],
+)
+def test_claims_are_read_from_statements_not_questions_or_negations(
+    text: str, claims: set[Claim]
+) -> None:
+    assert claims_in(text) == claims
+
+
+def test_a_claim_is_backed_by_what_a_tool_did_or_what_was_already_so() -> None:
+    confirmed = [{"name": "confirm_appointment", "result": "Confirmed. Tell the customer..."}]
+    refused = [{"name": "reschedule_appointment", "result": "That time is already taken."}]
+    failed = [{"name": "cancel_appointment", "result": "Canceled.", "error": True}]
+    assert backed(confirmed) == {Claim.CONFIRMED}
+    assert backed(refused) == set()
+    assert backed(failed) == set()
+    assert unbacked("You're confirmed and moved to Tuesday.", confirmed) == {Claim.MOVED}
+    assert unbacked("Yes, you're confirmed.", [], standing=["confirmed"]) == set()
+
+
+async def test_a_confirmation_no_tool_made_is_withheld_and_a_person_takes_over(
+    service: Service, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    _, started = await service.kickoff(**KICKOFF)
+    llm.script(
+        reply("You're confirmed, see you Monday!"),
+        reply("Great news, you are confirmed!"),
+    )
+
+    await service.twilio_inbound("is that still on?", sid="SM" + "c" * 32)
+    await twilio.wait_for_messages(2)
+
+    body = twilio.messages[1]["Body"]
+    assert "confirmed" not in body.lower()
+    assert "get back to you" in body  # the hand-off reply: true, since a person now has it
+    # The model was sent back once, with the facts, as an instruction rather than a customer text.
+    assert len(llm.requests) == 2
+    note = llm.requests[1]["messages"][-1]
+    assert note["role"] == "system"
+    assert "no tool did anything" in note["content"]
+    thread = await service.conversation(started["conversation_id"])
+    assert thread["appointment"]["status"] == "scheduled"
+    assert thread["mode"] == "human"
+    [run] = thread["agent_runs"]
+    assert run["outcome"] == "unbacked_claim"
+    assert [c["action"] for c in run["corrections"]] == ["asked_again", "withheld"]
+    assert run["corrections"][0]["claims"] == ["confirmed"]
+    assert run["corrections"][0]["reply"] == "You're confirmed, see you Monday!"
+
+
+async def test_sent_back_with_the_facts_the_model_does_it_properly(
+    service: Service, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    _, started = await service.kickoff(**KICKOFF)
+    llm.script(
+        reply("You're confirmed!"),
+        tool_call("confirm_appointment"),
+        reply("All done, you're confirmed for Monday."),
+    )
+
+    await service.twilio_inbound("yes I'll be there", sid="SM" + "d" * 32)
+    await twilio.wait_for_messages(2)
+
+    assert twilio.messages[1]["Body"] == "All done, you're confirmed for Monday."
+    thread = await service.conversation(started["conversation_id"])
+    assert thread["appointment"]["status"] == "confirmed"
+    [run] = thread["agent_runs"]
+    assert run["outcome"] == "replied"
+    assert [c["action"] for c in run["corrections"]] == ["asked_again"]
+    assert [c["name"] for c in run["tool_calls"]] == ["confirm_appointment"]
+
+
+async def test_a_claim_a_tool_backs_goes_out_untouched(
+    service: Service, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    _, started = await service.kickoff(**KICKOFF)
+    llm.script(tool_call("confirm_appointment"), reply("You're confirmed, see you Monday!"))
+
+    await service.twilio_inbound("confirm please", sid="SM" + "e" * 32)
+    await twilio.wait_for_messages(2)
+
+    assert twilio.messages[1]["Body"] == "You're confirmed, see you Monday!"
+    assert len(llm.requests) == 2
+    thread = await service.conversation(started["conversation_id"])
+    assert thread["agent_runs"][0]["corrections"] == []
