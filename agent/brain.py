@@ -6,6 +6,7 @@ context, and its rendered system prompt and the thread's history as messages.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import ChatOpenAI
 from langgraph.errors import GraphRecursionError
 from langgraph.runtime import Runtime
@@ -73,10 +75,36 @@ def _retry_malformed_calls(
     return None
 
 
+def estimate_tokens(text: str) -> int:
+    """Tokens of English text at about four characters a token (OpenAI's rule of thumb); the
+    prompt budget is kept with it, whatever the model's own tokenizer."""
+    return (len(text) + 3) // 4
+
+
+def _on_the_wire(role: str, text: str) -> int:
+    """A chat message's tokens as sent: its text and the JSON around it."""
+    return estimate_tokens(json.dumps({"role": role, "content": text}, ensure_ascii=False)) + 1
+
+
+# The note that older lines are left out, and the request's own framing.
+_FRAMING = 30
+
+
 class AgentBrain:
-    def __init__(self, model: BaseChatModel, *, model_name: str, max_steps: int) -> None:
+    def __init__(
+        self,
+        model: BaseChatModel,
+        *,
+        model_name: str,
+        max_steps: int,
+        prompt_token_budget: int = 2_500,
+    ) -> None:
         self.model_name = model_name
         self._max_steps = max_steps
+        self._budget = prompt_token_budget
+        self._tools_tokens = estimate_tokens(
+            json.dumps([convert_to_openai_tool(t) for t in TOOLS], ensure_ascii=False)
+        )
         self._agent = create_agent(
             model,
             list(TOOLS),
@@ -90,8 +118,13 @@ class AgentBrain:
         # LangChain wraps every model-call middleware in a trace span that costs two thread
         # hand-offs per call, tracing or not.
         messages: list[AnyMessage | dict[str, Any]] = [SystemMessage(context.system_prompt)]
+        shown = self._window(context.system_prompt, history)
+        if len(shown) < len(history):
+            messages.append(
+                SystemMessage(f"({len(history) - len(shown)} earlier messages are not shown.)")
+            )
         messages += [
-            HumanMessage(t.text) if t.role == "customer" else AIMessage(t.text) for t in history
+            HumanMessage(t.text) if t.role == "customer" else AIMessage(t.text) for t in shown
         ]
         thought, said = await self._run(context, messages)
         wrong = claims.unbacked(thought.reply, thought.tool_calls, context.standing)
@@ -109,6 +142,20 @@ class AgentBrain:
                 thought.reply = ""
         thought.latency_ms = int((time.perf_counter() - started) * 1000)
         return thought
+
+    def _window(self, system_prompt: str, history: Sequence[Turn]) -> Sequence[Turn]:
+        """The newest lines of the thread that fit the prompt budget with the instructions and
+        the tools; the last line (the customer's newest text) always."""
+        left = self._budget - _on_the_wire("system", system_prompt) - self._tools_tokens - _FRAMING
+        start = len(history)
+        while start > 0:
+            line = history[start - 1]
+            cost = _on_the_wire("user" if line.role == "customer" else "assistant", line.text)
+            if cost > left and start < len(history):
+                break
+            left -= cost
+            start -= 1
+        return history[start:]
 
     async def _run(
         self, context: TurnContext, messages: list[AnyMessage | dict[str, Any]]
@@ -190,4 +237,9 @@ def build_brain(settings: Settings) -> Brain | None:
             event_hooks={"request": [on_model_request], "response": [on_model_response]}
         ),
     )
-    return AgentBrain(model, model_name=settings.llm_model, max_steps=settings.llm_max_steps)
+    return AgentBrain(
+        model,
+        model_name=settings.llm_model,
+        max_steps=settings.llm_max_steps,
+        prompt_token_budget=settings.llm_prompt_token_budget,
+    )

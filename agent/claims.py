@@ -53,6 +53,7 @@ _DONE: dict[str, tuple[Claim, tuple[str, ...]]] = {
         ("Confirmed.", "The appointment was already confirmed"),
     ),
     "reschedule_appointment": (Claim.MOVED, ("Moved.", "Asked the office to move it")),
+    "book_appointment": (Claim.MOVED, ("Booked.",)),
     "cancel_appointment": (Claim.CANCELED, ("Canceled.", "The appointment was already canceled")),
     "handoff_to_human": (Claim.PERSON, ("A person will take over",)),
 }

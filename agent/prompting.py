@@ -93,8 +93,9 @@ def system_prompt(
 _RESCHEDULING = {
     Scheduling.BUILTIN: (
         "- check_availability to find open times when they want a new time, then\n"
-        "  reschedule_appointment with the time they pick. Say it is moved only after the tool\n"
-        "  says so; if it refuses, offer the open times it gives."
+        "  reschedule_appointment with the time they pick (book_appointment when they have no\n"
+        "  appointment). Say it is moved or booked only after the tool says so; if it refuses,\n"
+        "  offer the open times it gives."
     ),
     Scheduling.EXTERNAL: (
         "- reschedule_appointment when they ask for a new time and give one; the office keeps\n"

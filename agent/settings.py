@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     llm_max_steps: int = Field(default=8, ge=2, le=50)
     llm_history_messages: int = Field(default=30, ge=1, le=200)
+    # The model's input (instructions, tools, history) is kept within this many tokens
+    # (estimated at four characters a token): older lines of a long thread are left out.
+    llm_prompt_token_budget: int = Field(default=2_500, ge=500, le=200_000)
     # Model calls in flight per process. OpenAI-compatible servers queue or answer 429 (retried
     # with backoff) past their own limit; lower this for a small self-hosted model.
     llm_max_concurrency: int = Field(default=1000, ge=1, le=10_000)

@@ -21,7 +21,7 @@ from agent.booking import DEFAULT_MINUTES, Book
 from agent.context import TurnContext
 from agent.prompting import format_when, opening_hours
 from storage import appointments, contacts, conversations, events
-from storage.models import Appointment, AppointmentStatus, Scheduling, Workspace
+from storage.models import Appointment, AppointmentStatus, Conversation, Scheduling, Workspace
 from storage.raw import in_session
 from storage.types import utcnow
 from storage.workspaces import get_workspace
@@ -203,6 +203,82 @@ async def reschedule_appointment(new_start: str, runtime: Runtime) -> str:
 
 
 @tool
+async def book_appointment(start: str, runtime: Runtime, kind: str | None = None) -> str:
+    """Book a new appointment for this customer, when they have none and pick a time.
+
+    start: the date and time in ISO-8601, e.g. 2025-03-12T15:00 (customer's local time unless
+    an offset is given). Use check_availability first to find open times.
+    kind: what the visit is for, in a few words (e.g. "cleaning", "water heater repair").
+    """
+    ctx = runtime.context
+    try:
+        requested = datetime.fromisoformat(start.strip())
+    except (ValueError, AttributeError):
+        return (
+            f"'{start}' is not an ISO-8601 date and time like 2025-03-12T15:00. "
+            "Ask the customer for a specific day and time."
+        )
+    if requested.tzinfo is None:
+        requested = requested.replace(tzinfo=ZoneInfo(ctx.timezone))
+    now = utcnow()
+    async with ctx.sessions() as session, session.begin():
+        workspace = await get_workspace(session=session, workspace_id=ctx.workspace_id)
+        if workspace is None or workspace.scheduling == Scheduling.EXTERNAL:
+            return (
+                "This office keeps its own calendar: nothing was booked. Hand off so the office "
+                "can book the time the customer wants."
+            )
+        # The thread's appointment as stored now: one booked earlier in this turn counts.
+        thread = await session.get(Conversation, ctx.conversation_id)
+        if thread is not None and thread.appointment_id is not None:
+            current = await appointments.get_appointment(
+                session=session, appointment_id=thread.appointment_id
+            )
+            if current is not None and current.status not in _CLOSED:
+                return (
+                    "This customer already has an appointment; nothing was booked. Use "
+                    "reschedule_appointment to move it."
+                )
+        zone = ZoneInfo(workspace.timezone)
+        day = requested.astimezone(zone).date()
+        day_start = datetime.combine(day, time(), tzinfo=zone)
+        book = await _book(session, workspace, ctx, day_start, day_start + timedelta(days=8))
+        refusal = book.refusal(requested, DEFAULT_MINUTES, now=now)
+        if refusal is not None:
+            nearby = _nearby(book, requested, DEFAULT_MINUTES, now)
+            offer = (
+                "Open times nearby: " + "; ".join(format_when(s, ctx.timezone) for s in nearby)
+                if nearby
+                else f"Office hours: {book.hours.describe()}."
+            )
+            return f"{refusal.detail} Nothing was booked. {offer}"
+        appointment = await appointments.upsert_appointment(
+            session=session,
+            workspace_id=ctx.workspace_id,
+            contact_id=ctx.contact_id,
+            external_id=None,
+            fields={
+                "starts_at": requested.astimezone(UTC),
+                "ends_at": requested.astimezone(UTC) + timedelta(minutes=DEFAULT_MINUTES),
+                "type": _clip(kind, 100) or None,
+                "status": AppointmentStatus.SCHEDULED,
+            },
+        )
+        await in_session(
+            session,
+            lambda d: conversations.attach_appointment_plan(d, ctx.conversation_id, appointment.id),
+        )
+        await _record(
+            ctx,
+            session,
+            "appointment.booked",
+            {"appointment_id": appointment.id, "starts_at": requested.isoformat()},
+        )
+    when = format_when(requested, ctx.timezone)
+    return f"Booked. Tell the customer their appointment is on {when}."
+
+
+@tool
 async def cancel_appointment(reason: str, runtime: Runtime) -> str:
     """Cancel this customer's appointment. Only when they clearly ask to cancel.
 
@@ -295,6 +371,7 @@ TOOLS: tuple[BaseTool, ...] = (
     confirm_appointment,
     check_availability,
     reschedule_appointment,
+    book_appointment,
     cancel_appointment,
     handoff_to_human,
     tag_contact,

@@ -108,6 +108,16 @@ def touch(dialect: Dialect, conversation_id: str) -> Plan[None]:
     )
 
 
+def attach_appointment_plan(
+    dialect: Dialect, conversation_id: str, appointment_id: str
+) -> Plan[None]:
+    """The thread is now about this appointment (one just booked in it)."""
+    yield (
+        "UPDATE conversations SET appointment_id = ?, updated_at = ? WHERE id = ?",
+        (appointment_id, dialect.ts(utcnow()), conversation_id),
+    )
+
+
 def hand_to_person_plan(dialect: Dialect, conversation_id: str, reason: str) -> Plan[None]:
     """The agent stops answering; the thread waits for a person."""
     yield (

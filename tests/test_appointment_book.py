@@ -202,3 +202,52 @@ async def test_an_office_with_its_own_calendar_is_asked_to_move_it(
     thread = await service.conversation(conversation_id)
     assert thread["appointment"]["status"] == "reschedule_requested"
     assert datetime.fromisoformat(thread["appointment"]["requested_start"]) == _at(TUE, 9)
+
+
+async def test_a_customer_without_an_appointment_books_a_free_time(
+    make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    service = await make_service(business_hours=HOURS)
+    llm.script(
+        tool_call("book_appointment", start=_local(TUE, 12, 0), kind="cleaning"),  # free
+        tool_call("book_appointment", start=_local(TUE, 13, 0)),  # a second one
+        reply("You're booked for Tuesday at noon."),
+    )
+
+    status, _, _ = await service.twilio_inbound(
+        "I need a cleaning Tuesday at noon", sid="SM" + "5" * 32
+    )
+    assert status == 200
+    await twilio.wait_for_messages(1)
+
+    results = _tool_results(llm)
+    assert results[0].startswith("Booked.")
+    # The second is refused: the thread has the one just booked, though the turn began without.
+    assert "already has an appointment" in results[1]
+    status, listing, _ = await service.request("GET", "/v1/conversations")
+    assert status == 200
+    thread = await service.conversation(listing["data"][0]["id"])
+    appointment = thread["appointment"]
+    assert appointment["status"] == "scheduled"
+    assert appointment["type"] == "cleaning"
+    assert datetime.fromisoformat(appointment["start"]) == _at(TUE, 12)
+    assert twilio.messages[0]["Body"] == "You're booked for Tuesday at noon."
+    assert "appointment.booked" in [e["type"] for e in thread["events"]]
+
+
+async def test_booking_refuses_a_customer_who_already_has_an_appointment(
+    make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    service = await make_service(business_hours=HOURS)
+    conversation_id = await _started(service)  # Monday 15:00 on file
+    llm.script(
+        tool_call("book_appointment", start=_local(TUE, 9)),
+        reply("You already have Monday at 3; want to move it instead?"),
+    )
+
+    await _ask(service, twilio, "book me Tuesday at 9", "SM" + "6" * 32, 2)
+
+    assert "already has an appointment" in _tool_results(llm)[0]
+    thread = await service.conversation(conversation_id)
+    assert datetime.fromisoformat(thread["appointment"]["start"]) == _at(MON, 15)
+    assert [e["type"] for e in thread["events"]] == ["conversation.started"]

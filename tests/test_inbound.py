@@ -25,6 +25,7 @@ TOOLS = {
     "confirm_appointment",
     "check_availability",
     "reschedule_appointment",
+    "book_appointment",
     "cancel_appointment",
     "handoff_to_human",
     "tag_contact",
