@@ -121,15 +121,9 @@ async def reschedule_appointment(new_start: str, runtime: Runtime) -> str:
     if ctx.appointment_id is None:
         return "There is no appointment on file to move. Offer to hand off to a person."
     appointment_id = ctx.appointment_id
-    try:
-        requested = datetime.fromisoformat(new_start.strip())
-    except (ValueError, AttributeError):
-        return (
-            f"'{new_start}' is not an ISO-8601 date and time like 2025-03-12T15:00. "
-            "Ask the customer for a specific day and time."
-        )
-    if requested.tzinfo is None:
-        requested = requested.replace(tzinfo=ZoneInfo(ctx.timezone))
+    requested = _moment(new_start, ctx.timezone)
+    if isinstance(requested, str):
+        return requested
     now = utcnow()
     if requested < now:
         return "That time is in the past. Ask the customer for a future day and time."
@@ -170,12 +164,7 @@ async def reschedule_appointment(new_start: str, runtime: Runtime) -> str:
         )
         refusal = book.refusal(requested, minutes, now=now)
         if refusal is not None:
-            nearby = _nearby(book, requested, minutes, now)
-            offer = (
-                "Open times nearby: " + "; ".join(format_when(s, ctx.timezone) for s in nearby)
-                if nearby
-                else f"Office hours: {book.hours.describe()}."
-            )
+            offer = _alternatives(book, requested, minutes, now, ctx.timezone)
             return f"{refusal.detail} Nothing was changed. {offer}"
         previous = {
             "starts_at": appointment.starts_at.isoformat() if appointment.starts_at else None,
@@ -211,15 +200,9 @@ async def book_appointment(start: str, runtime: Runtime, kind: str | None = None
     kind: what the visit is for, in a few words (e.g. "cleaning", "water heater repair").
     """
     ctx = runtime.context
-    try:
-        requested = datetime.fromisoformat(start.strip())
-    except (ValueError, AttributeError):
-        return (
-            f"'{start}' is not an ISO-8601 date and time like 2025-03-12T15:00. "
-            "Ask the customer for a specific day and time."
-        )
-    if requested.tzinfo is None:
-        requested = requested.replace(tzinfo=ZoneInfo(ctx.timezone))
+    requested = _moment(start, ctx.timezone)
+    if isinstance(requested, str):
+        return requested
     now = utcnow()
     async with ctx.sessions() as session, session.begin():
         workspace = await get_workspace(session=session, workspace_id=ctx.workspace_id)
@@ -245,12 +228,7 @@ async def book_appointment(start: str, runtime: Runtime, kind: str | None = None
         book = await _book(session, workspace, ctx, day_start, day_start + timedelta(days=8))
         refusal = book.refusal(requested, DEFAULT_MINUTES, now=now)
         if refusal is not None:
-            nearby = _nearby(book, requested, DEFAULT_MINUTES, now)
-            offer = (
-                "Open times nearby: " + "; ".join(format_when(s, ctx.timezone) for s in nearby)
-                if nearby
-                else f"Office hours: {book.hours.describe()}."
-            )
+            offer = _alternatives(book, requested, DEFAULT_MINUTES, now, ctx.timezone)
             return f"{refusal.detail} Nothing was booked. {offer}"
         appointment = await appointments.upsert_appointment(
             session=session,
@@ -417,6 +395,26 @@ async def _book(
         default_minutes=DEFAULT_MINUTES,
     )
     return Book(opening_hours(workspace), workspace.timezone, taken)
+
+
+def _moment(text: str, zone: str) -> datetime | str:
+    """An ISO-8601 time the model passed (the customer's local time without an offset), or
+    what to tell it when it is not one."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except (ValueError, AttributeError):
+        return (
+            f"'{text}' is not an ISO-8601 date and time like 2025-03-12T15:00. "
+            "Ask the customer for a specific day and time."
+        )
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=ZoneInfo(zone))
+
+
+def _alternatives(book: Book, wanted: datetime, minutes: int, now: datetime, zone: str) -> str:
+    nearby = _nearby(book, wanted, minutes, now)
+    if not nearby:
+        return f"Office hours: {book.hours.describe()}."
+    return "Open times nearby: " + "; ".join(format_when(s, zone) for s in nearby)
 
 
 def _nearby(book: Book, wanted: datetime, minutes: int, now: datetime) -> list[datetime]:

@@ -52,6 +52,16 @@ async def _started(service: Service, **overrides: Any) -> str:
     return str(started["conversation_id"])
 
 
+async def _another_patient(service: Service, start: datetime, end: datetime) -> None:
+    """Someone else's appointment, taking that time."""
+    await _started(
+        service,
+        to="(310) 555-7777",
+        contact={"first_name": "Ana", "external_id": "PAT-2"},
+        appointment={"external_id": "other", "start": start.isoformat(), "end": end.isoformat()},
+    )
+
+
 def _tool_results(llm: ScriptedLLM) -> list[str]:
     """What every tool answered this turn, in order (the last request carries them all)."""
     return [str(m["content"]) for m in llm.requests[-1]["messages"] if m["role"] == "tool"]
@@ -95,16 +105,7 @@ async def test_taken_closed_past_and_garbage_times_change_nothing_and_offer_open
         business_hours=HOURS, closed_days=[WED.isoformat()], llm_max_steps=10
     )
     # Another patient already has Tuesday 10:00-11:00.
-    await _started(
-        service,
-        to="(310) 555-7777",
-        contact={"first_name": "Ana", "external_id": "PAT-2"},
-        appointment={
-            "external_id": "other",
-            "start": _at(TUE, 10).isoformat(),
-            "end": _at(TUE, 11).isoformat(),
-        },
-    )
+    await _another_patient(service, _at(TUE, 10), _at(TUE, 11))
     conversation_id = await _started(service)
     llm.script(
         tool_call("reschedule_appointment", new_start=_local(TUE, 10, 15)),  # taken
@@ -146,16 +147,7 @@ async def test_open_times_leave_out_taken_and_closed_times(
     make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub
 ) -> None:
     service = await make_service(business_hours={"tue": "08:00-10:00"})
-    await _started(
-        service,
-        to="(310) 555-7777",
-        contact={"first_name": "Ana", "external_id": "PAT-2"},
-        appointment={
-            "external_id": "other",
-            "start": _at(TUE, 8).isoformat(),
-            "end": _at(TUE, 9).isoformat(),
-        },
-    )
+    await _another_patient(service, _at(TUE, 8), _at(TUE, 9))
     await _started(service)
     llm.script(
         tool_call("check_availability", day=TUE.isoformat()),
