@@ -26,6 +26,7 @@ class Keyword(StrEnum):
     OPT_IN = "opt_in"
     HELP = "help"
     CONFIRM = "confirm"
+    EMERGENCY = "emergency"
     NONE = "none"
 
 
@@ -269,6 +270,55 @@ def _other_keyword(prepared: str, core: str) -> Classification | None:
     return None
 
 
+# --- Emergencies ------------------------------------------------------------------------------
+
+# Someone in danger or a home being damaged right now: a person must know at once, and the
+# customer must hear to call for help, whatever a model would have made of it.
+_EMERGENCIES = [
+    re.compile(pattern, re.IGNORECASE)
+    for pattern in (
+        # Health (dental and medical offices).
+        r"\b(face|jaw|cheek|throat|tongue|eye)\b[^.!?]{0,20}\b(is |are |keeps )?"
+        r"(swelling|swollen)\b",
+        r"\b(swelling|swollen)\b[^.!?]{0,20}\b(face|jaw|cheek|throat|tongue|eye)\b",
+        r"\b(can'?t|cannot|hard to|trouble|difficulty) (breathe|breathing|swallow|swallowing)\b",
+        r"\bbleeding\b[^.!?]{0,20}\b(won'?t|will not|doesn'?t|does not|can'?t) stop\b",
+        r"\b(chest pain|unconscious|passed out|knocked out (a |my )?tooth|broken jaw)\b",
+        r"\b(severe|unbearable|excruciating) (pain|bleeding)\b",
+        # Homes (plumbing, HVAC, electrical).
+        r"\bwater\b[^.!?]{0,20}\b(pouring|gushing|flooding|spraying|coming through)\b",
+        r"\b(burst|broken) (pipe|water line)\b|\bpipe\b[^.!?]{0,10}\bburst\b",
+        r"\b(gas leak|smell(s|ing)? (of |like )?gas|carbon monoxide|co alarm)\b",
+        r"\b(sparks|sparking|smoke|on fire|burning smell|electrical fire)\b",
+        r"\b(sewage|sewer)\b[^.!?]{0,20}\b(backing up|overflowing|flooding)\b",
+        r"\b(house|basement|kitchen|bathroom|room) is flooding\b|\bflooding (the|my|our)\b",
+        # Spanish.
+        r"\b(cara|mejilla|garganta) (muy )?hinchada\b|\bse me (est[áa] )?hinch(a|ando)\b",
+        r"\bno puedo respirar\b|\bsangrado (que )?no (se )?(para|detiene)\b",
+        r"\b(fuga de gas|huele a gas|se est[áa] inundando|inundaci[óo]n)\b",
+    )
+]
+_CALM = re.compile(
+    r"\b(no|not|isn'?t|aren'?t|wasn'?t|no longer|never|without|any more|anymore|gone|"
+    r"went down|better|stopped|fixed|yesterday|last (week|month|year))\b",
+    re.IGNORECASE,
+)
+
+
+def _emergency(prepared: str) -> Classification | None:
+    text = _WHITESPACE_RE.sub(" ", prepared)
+    for pattern in _EMERGENCIES:
+        for match in pattern.finditer(text):
+            # "The swelling in my face is gone" is not an emergency: a sentence that says it is
+            # over, or was not so, does not count.
+            start = max(text.rfind(mark, 0, match.start()) for mark in ".!?") + 1
+            ends = [i for i in (text.find(mark, match.end()) for mark in ".!?") if i >= 0]
+            if _CALM.search(text[start : min(ends, default=len(text))]):
+                continue
+            return Classification(Keyword.EMERGENCY, match.group(0).strip(), natural_language=True)
+    return None
+
+
 # --- Public API -------------------------------------------------------------------------------
 
 
@@ -278,20 +328,27 @@ def classify(body: str) -> Classification:
     core = _core(prepared)
     if _REACTION_RE.match(_WHITESPACE_RE.sub(" ", prepared).strip()):
         return _NO_MATCH
-    return _opt_out(prepared, core) or _other_keyword(prepared, core) or _NO_MATCH
+    return (
+        _opt_out(prepared, core)
+        or _emergency(prepared)
+        or _other_keyword(prepared, core)
+        or _NO_MATCH
+    )
 
 
 def classify_batch(bodies: Sequence[str]) -> Classification:
     """Classify the messages a customer sent in one burst as a single request.
 
-    Any opt-out wins, wherever it is in the burst: missing a STOP is never acceptable. Otherwise
+    Any opt-out wins, wherever it is in the burst: missing a STOP is never acceptable; then any
+    emergency (a person must see it at once, whatever else was said). Otherwise
     the burst only counts as a keyword when every non-blank message says the same thing
     ("Y", "Y"); blank bodies (a picture with no text) carry no intent and are ignored.
     """
     results = [classify(body) for body in bodies if body.strip()]
-    for result in results:
-        if result.keyword is Keyword.OPT_OUT:
-            return result
+    for wins in (Keyword.OPT_OUT, Keyword.EMERGENCY):
+        for result in results:
+            if result.keyword is wins:
+                return result
     if results and len({result.keyword for result in results}) == 1:
         return results[0]
     return _NO_MATCH

@@ -54,6 +54,7 @@ class Action(StrEnum):
     CONFIRM = "confirm"
     SILENT = "silent"
     HANDOFF = "handoff"
+    EMERGENCY = "emergency"
     LLM = "llm"
 
 
@@ -95,6 +96,8 @@ def decide(
         return Action.CONFIRM
     if snapshot.conversation.mode == ConversationMode.HUMAN:
         return Action.SILENT
+    if keyword == Keyword.EMERGENCY:
+        return Action.EMERGENCY
     return Action.LLM if llm else Action.HANDOFF
 
 
@@ -354,6 +357,12 @@ class TurnHandler:
             return reply_text(
                 "confirmed", workspace=workspace, contact=contact, appointment=appointment
             )
+        if action == Action.EMERGENCY:
+            reason = f"emergency: {classification.matched}"[:300]
+            yield from conversations.hand_to_person_plan(dialect, conversation.id, reason)
+            yield from event("conversation.emergency", matched=classification.matched)
+            yield from event("conversation.handoff", reason=reason)
+            return reply_text("emergency", workspace=workspace)
         if action == Action.HANDOFF:
             reason = (
                 "no model configured" if self._deps.brain is None else "the agent could not answer"

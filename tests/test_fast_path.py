@@ -128,3 +128,25 @@ async def test_natural_language_revocation_opts_out(
     assert thread["contact"]["opted_out"] is True
     assert thread["events"][-1]["data"]["source"] == "natural_language"
     assert llm.requests == []
+
+
+async def test_an_emergency_goes_to_a_person_at_once_without_the_model(
+    service: Service, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    _, started = await service.kickoff(**KICKOFF)
+    await twilio.wait_for_messages(1)
+
+    await service.twilio_inbound("my face is swelling and it hurts a lot", sid="SM" + "7" * 32)
+    await twilio.wait_for_messages(2)
+
+    assert llm.requests == []
+    body = twilio.messages[1]["Body"]
+    assert "call 911" in body
+    assert "someone will contact you" in body
+    thread = await service.conversation(started["conversation_id"])
+    assert thread["mode"] == "human"
+    assert thread["handoff_reason"] == "emergency: face is swelling"
+    types = [e["type"] for e in thread["events"]]
+    assert "conversation.emergency" in types
+    assert "conversation.handoff" in types
+    assert [r["outcome"] for r in thread["agent_runs"]] == ["emergency"]

@@ -243,3 +243,42 @@ def test_classify_batch(bodies: list[str], expected: Classification) -> None:
 
 def test_batch_accepts_any_sequence() -> None:
     assert classify_batch(("yes", "Y")).keyword is Keyword.CONFIRM
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "my face is swelling",
+        "My cheek is swollen and it hurts. Can you see me today?",
+        "I can't breathe well since the extraction",
+        "the bleeding won't stop",
+        "Water is pouring through my ceiling!!",
+        "pipe burst under the sink",
+        "I smell gas in the kitchen",
+        "there are sparks coming from the panel",
+        "the sewage is backing up into the tub",
+        "se me hincha la cara",
+        "huele a gas en la casa",
+    ],
+)
+def test_emergencies_are_recognised(text: str) -> None:
+    assert classify(text).keyword is Keyword.EMERGENCY
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The swelling in my face is gone, not swollen anymore",
+        "no leak, water is not pouring anymore",
+        "Had a burst pipe last week, can you check the repair?",
+        "Is there anything I should do about bleeding after the extraction?",
+        "Can I come in Thursday?",
+    ],
+)
+def test_what_only_mentions_an_emergency_is_not_one(text: str) -> None:
+    assert classify(text).keyword is not Keyword.EMERGENCY
+
+
+def test_in_a_burst_an_opt_out_beats_an_emergency_and_an_emergency_beats_the_rest() -> None:
+    assert classify_batch(["water is pouring in", "STOP"]).keyword is Keyword.OPT_OUT
+    assert classify_batch(["Y", "water is pouring in"]).keyword is Keyword.EMERGENCY
