@@ -7,6 +7,7 @@ prompt as data. The customer's own words never do: they reach the model only as 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
@@ -75,6 +76,7 @@ def system_prompt(
     appointment: Appointment | None,
     context: str | None,
     now: datetime,
+    others: Sequence[Appointment] = (),
 ) -> str:
     zone = contact_zone(contact, workspace)
     template = Template(_text(f"{workspace.vertical}.md"))
@@ -86,6 +88,7 @@ def system_prompt(
         rescheduling=_RESCHEDULING[Scheduling(workspace.scheduling)],
         contact=describe_contact(contact),
         appointment=describe_appointment(appointment, zone),
+        other_appointments=_describe_others(appointment, others, zone),
         context=(context or "nothing").strip(),
     )
 
@@ -102,6 +105,24 @@ _RESCHEDULING = {
         "  its own calendar, so say the office will confirm it."
     ),
 }
+
+
+def _describe_others(
+    appointment: Appointment | None, others: Sequence[Appointment], zone: str
+) -> str:
+    if not others:
+        return "none"
+    lines = []
+    for other in others:
+        what = other.type or "appointment"
+        when = format_when(other.starts_at, zone) if other.starts_at else "time not set"
+        lines.append(f"- {other.id}: {what}, {when} ({other.status})")
+    if appointment is not None:
+        lines.append(
+            f"(This conversation is about {appointment.id}. When it is unclear which one the "
+            "customer means, ask; pass appointment_id to act on another.)"
+        )
+    return "\n".join(lines)
 
 
 def _hours_line(workspace: Workspace, now: datetime) -> str:

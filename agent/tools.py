@@ -34,23 +34,27 @@ Runtime = ToolRuntime[TurnContext]
 
 
 @tool
-async def confirm_appointment(runtime: Runtime) -> str:
-    """Confirm this customer's appointment. Call it when they clearly say they will come."""
+async def confirm_appointment(runtime: Runtime, appointment_id: str | None = None) -> str:
+    """Confirm this customer's appointment. Call it when they clearly say they will come.
+
+    appointment_id: which of the customer's appointments, when they have more than one (the
+    ids are in your instructions); leave it out for the one this conversation is about.
+    """
     ctx = runtime.context
-    if ctx.appointment_id is None:
+    target = appointment_id or ctx.appointment_id
+    if target is None:
         return "There is no appointment on file for this customer; nothing was confirmed."
-    appointment_id = ctx.appointment_id
     async with ctx.sessions() as session, session.begin():
-        appointment = await appointments.get_appointment(
-            session=session, appointment_id=ctx.appointment_id
-        )
-        if appointment is None or appointment.status in _CLOSED:
+        appointment = await _theirs(session, ctx, target)
+        if appointment is None:
+            return _NOT_THEIRS
+        if appointment.status in _CLOSED:
             return "That appointment was canceled; it cannot be confirmed. Offer to hand off."
         if appointment.status == AppointmentStatus.CONFIRMED:
             return "The appointment was already confirmed. Nothing changed."
         await in_session(
             session,
-            lambda d: appointments.status_plan(d, appointment_id, AppointmentStatus.CONFIRMED),
+            lambda d: appointments.status_plan(d, target, AppointmentStatus.CONFIRMED),
         )
         await _record(ctx, session, "appointment.confirmed", {"appointment_id": appointment.id})
     return "Confirmed. Tell the customer their appointment is confirmed."
@@ -111,16 +115,20 @@ async def check_availability(
 
 
 @tool
-async def reschedule_appointment(new_start: str, runtime: Runtime) -> str:
+async def reschedule_appointment(
+    new_start: str, runtime: Runtime, appointment_id: str | None = None
+) -> str:
     """Move this customer's appointment to a new start time the customer chose.
 
     new_start: the new date and time in ISO-8601, e.g. 2025-03-12T15:00 (customer's local time
     unless an offset is given). Use check_availability first to find open times.
+    appointment_id: which of the customer's appointments, when they have more than one (the
+    ids are in your instructions); leave it out for the one this conversation is about.
     """
     ctx = runtime.context
-    if ctx.appointment_id is None:
+    target = appointment_id or ctx.appointment_id
+    if target is None:
         return "There is no appointment on file to move. Offer to hand off to a person."
-    appointment_id = ctx.appointment_id
     requested = _moment(new_start, ctx.timezone)
     if isinstance(requested, str):
         return requested
@@ -132,16 +140,16 @@ async def reschedule_appointment(new_start: str, runtime: Runtime) -> str:
     when = format_when(requested, ctx.timezone)
     async with ctx.sessions() as session, session.begin():
         workspace = await get_workspace(session=session, workspace_id=ctx.workspace_id)
-        appointment = await appointments.get_appointment(
-            session=session, appointment_id=appointment_id
-        )
-        if workspace is None or appointment is None or appointment.status in _CLOSED:
+        appointment = await _theirs(session, ctx, target)
+        if appointment is None:
+            return _NOT_THEIRS
+        if workspace is None or appointment.status in _CLOSED:
             return "That appointment was canceled; it cannot be moved. Offer to hand off."
         if workspace.scheduling == Scheduling.EXTERNAL:
             await in_session(
                 session,
                 lambda d: appointments.status_plan(
-                    d, appointment_id, AppointmentStatus.RESCHEDULE_REQUESTED, requested
+                    d, target, AppointmentStatus.RESCHEDULE_REQUESTED, requested
                 ),
             )
             await _record(
@@ -257,26 +265,28 @@ async def book_appointment(start: str, runtime: Runtime, kind: str | None = None
 
 
 @tool
-async def cancel_appointment(reason: str, runtime: Runtime) -> str:
+async def cancel_appointment(
+    reason: str, runtime: Runtime, appointment_id: str | None = None
+) -> str:
     """Cancel this customer's appointment. Only when they clearly ask to cancel.
 
     reason: a few words on why, in the customer's terms.
+    appointment_id: which of the customer's appointments, when they have more than one (the
+    ids are in your instructions); leave it out for the one this conversation is about.
     """
     ctx = runtime.context
-    if ctx.appointment_id is None:
+    target = appointment_id or ctx.appointment_id
+    if target is None:
         return "There is no appointment on file to cancel."
-    appointment_id = ctx.appointment_id
     async with ctx.sessions() as session, session.begin():
-        appointment = await appointments.get_appointment(
-            session=session, appointment_id=ctx.appointment_id
-        )
+        appointment = await _theirs(session, ctx, target)
         if appointment is None:
-            return "There is no appointment on file to cancel."
+            return _NOT_THEIRS
         if appointment.status == AppointmentStatus.CANCELED:
             return "The appointment was already canceled. Nothing changed."
         await in_session(
             session,
-            lambda d: appointments.status_plan(d, appointment_id, AppointmentStatus.CANCELED),
+            lambda d: appointments.status_plan(d, target, AppointmentStatus.CANCELED),
         )
         await _record(
             ctx,
@@ -395,6 +405,21 @@ async def _book(
         default_minutes=DEFAULT_MINUTES,
     )
     return Book(opening_hours(workspace), workspace.timezone, taken)
+
+
+_NOT_THEIRS = "That is not one of this customer's appointments. Nothing changed."
+
+
+async def _theirs(
+    session: AsyncSession, ctx: TurnContext, appointment_id: str
+) -> Appointment | None:
+    """The appointment, if it is this customer's (in this workspace); None otherwise."""
+    appointment = await appointments.get_appointment(
+        session=session, appointment_id=str(appointment_id).strip()
+    )
+    if appointment is None or appointment.contact_id != ctx.contact_id:
+        return None
+    return appointment if appointment.workspace_id == ctx.workspace_id else None
 
 
 def _moment(text: str, zone: str) -> datetime | str:

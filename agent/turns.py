@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -66,6 +66,8 @@ class Snapshot:
     appointment: Appointment | None
     batch: list[Message]
     history: list[Message]
+    # The contact's other upcoming appointments (the thread's own is `appointment`).
+    others: list[Appointment] = field(default_factory=list)
 
 
 def pending_confirmation(appointment: Appointment | None, now: datetime) -> bool:
@@ -168,7 +170,9 @@ class TurnHandler:
 
     async def _load(self, conversation_id: str) -> Snapshot | None:
         limit = self._deps.settings.llm_history_messages
-        return await commit_plan(self._deps.reader, _snapshot(conversation_id, limit))
+        return await commit_plan(
+            self._deps.reader, _snapshot(self._dialect, conversation_id, limit)
+        )
 
     async def _think(self, snapshot: Snapshot, run_id: str, now: datetime) -> Thought:
         assert self._deps.brain is not None
@@ -183,6 +187,7 @@ class TurnHandler:
                 workspace=snapshot.workspace,
                 contact=snapshot.contact,
                 appointment=snapshot.appointment,
+                others=snapshot.others,
                 context=snapshot.conversation.context,
                 now=now,
             ),
@@ -397,17 +402,27 @@ _SUPERSEDED = "superseded"
 _REPLIED = "replied"
 
 
-def _snapshot(conversation_id: str, limit: int) -> Plan[Snapshot | None]:
+def _snapshot(dialect: Dialect, conversation_id: str, limit: int) -> Plan[Snapshot | None]:
     found = yield from conversations.thread_context(conversation_id)
     if found is None:
         return None
+    upcoming = yield from appointments.upcoming_plan(
+        dialect, found.contact.id, after=utcnow() - timedelta(hours=1)
+    )
+    own = found.appointment.id if found.appointment else None
     history = yield from messages.thread_plan(conversation_id, limit)
     batch = [m for m in history if _unanswered(m)]
     if history and _unanswered(history[0]):
         # The burst is longer than the history window: fetch all of it.
         batch = yield from messages.unhandled_inbound(conversation_id)
     return Snapshot(
-        found.workspace, found.conversation, found.contact, found.appointment, batch, history
+        found.workspace,
+        found.conversation,
+        found.contact,
+        found.appointment,
+        batch,
+        history,
+        [a for a in upcoming if a.id != own],
     )
 
 

@@ -9,7 +9,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Appointment, AppointmentStatus, Workspace
-from storage.raw import Dialect, Plan
+from storage.raw import Columns, Dialect, Plan
 from storage.types import new_id, utcnow
 
 APPOINTMENT_FIELDS = ("starts_at", "ends_at", "timezone", "type", "description", "status")
@@ -105,3 +105,18 @@ async def taken_times(
         if ends > start:
             taken.append((appointment.starts_at, ends))
     return taken
+
+
+_UPCOMING = Columns(Appointment, "a")
+
+
+def upcoming_plan(
+    dialect: Dialect, contact_id: str, *, after: datetime, limit: int = 5
+) -> Plan[list[Appointment]]:
+    """The contact's live appointments starting after `after`, soonest first."""
+    found = yield (
+        f"SELECT {_UPCOMING.sql} FROM appointments a WHERE a.contact_id = ? "
+        "AND a.status != 'canceled' AND a.starts_at > ? ORDER BY a.starts_at LIMIT ?",
+        (contact_id, dialect.ts(after), limit),
+    )
+    return [_UPCOMING.load(row) for row in found]

@@ -8,7 +8,10 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import text
+
 from agent.prompting import format_when
+from storage.engine import create_engine
 from tests.conftest import ServiceFactory
 from tests.fakes.llm_server import ScriptedLLM, last_system_prompt, reply, tool_call
 from tests.fakes.twilio_server import TwilioStub
@@ -243,3 +246,78 @@ async def test_booking_refuses_a_customer_who_already_has_an_appointment(
     thread = await service.conversation(conversation_id)
     assert datetime.fromisoformat(thread["appointment"]["start"]) == _at(MON, 15)
     assert [e["type"] for e in thread["events"]] == ["conversation.started"]
+
+
+async def test_a_customer_with_two_appointments_acts_on_either_but_never_on_anothers(
+    make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    service = await make_service(business_hours=HOURS)
+    await _another_patient(service, _at(TUE, 10), _at(TUE, 11))
+    await _started(service)  # her cleaning, Monday 15:00
+    ids = await _appointment_ids(service)
+    sarahs = [i for i, first in ids if first == "Sarah"]
+    anas = [i for i, first in ids if first == "Ana"]
+    # Sarah's second visit, booked by the office in its own system.
+    status, _ = await service.kickoff(
+        **{
+            **KICKOFF,
+            "message": "Your filling is booked too.",
+            "appointment": {
+                "external_id": "filling",
+                "start": _at(WED, 9).isoformat(),
+                "end": _at(WED, 10).isoformat(),
+                "type": "filling",
+            },
+        }
+    )
+    assert status == 201
+    filling = next(i for i, _ in await _appointment_ids(service) if i not in sarahs + anas)
+    # Her texts go to the newest thread, the filling's; the cleaning is her other appointment.
+    other = sarahs[0]
+    llm.script(
+        tool_call("confirm_appointment", appointment_id=anas[0]),
+        tool_call("cancel_appointment", reason="asked", appointment_id="apt_nope"),
+        tool_call("cancel_appointment", reason="can't make it", appointment_id=other),
+        reply("Done: that one is cancelled."),
+    )
+
+    await _ask(service, twilio, "cancel the other one please", "SM" + "7" * 32, 4)
+
+    prompt = last_system_prompt(llm.requests[0])
+    assert f"- {other}: cleaning" in prompt
+    assert f"This conversation is about {filling}" in prompt
+    assert anas[0] not in prompt
+    results = _tool_results(llm)
+    assert (
+        results[0]
+        == results[1]
+        == ("That is not one of this customer's appointments. Nothing changed.")
+    )
+    assert results[2].startswith("Canceled.")
+    statuses = dict(await _appointment_statuses(service))
+    assert statuses[anas[0]] == "scheduled"
+    assert statuses[other] == "canceled"
+    assert statuses[filling] == "scheduled"
+
+
+async def _appointment_ids(service: Service) -> list[tuple[str, str]]:
+    rows = await _query(
+        service,
+        "SELECT a.id, c.first_name FROM appointments a JOIN contacts c ON c.id = a.contact_id",
+    )
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+async def _appointment_statuses(service: Service) -> list[tuple[str, str]]:
+    return [
+        (str(r[0]), str(r[1])) for r in await _query(service, "SELECT id, status FROM appointments")
+    ]
+
+
+async def _query(service: Service, sql: str) -> list[Any]:
+    engine = create_engine(service.settings.database_url, schema=service.settings.database_schema)
+    try:
+        async with engine.connect() as conn:
+            return list((await conn.execute(text(sql))).all())
+    finally:
+        await engine.dispose()
