@@ -65,6 +65,7 @@ _CONFIRM_PHRASES = frozenset(
     {"y", "yes", "yep", "yup", "yeah", "yea", "ya", "c", "confirm", "confirmed"}
     | {"yes confirm", "yes confirmed", "y confirm", "ok confirm", "ok confirmed", "okay confirm"}
     | {"confirm yes", "i confirm", "yes please", "yes thanks", "yes thank you", "confirmed thanks"}
+    | {"si", "sí", "confirmo", "si confirmo", "sí confirmo", "sí gracias", "si gracias"}
 )
 _CONFIRM_EMOJI = frozenset({"👍", "✅", "✔", "☑"})
 _EMOJI_MODIFIERS = re.compile("[\ufe0e\ufe0f\U0001f3fb-\U0001f3ff]")

@@ -144,7 +144,9 @@ def reply_text(
     workspace: Workspace,
     contact: Contact | None = None,
     appointment: Appointment | None = None,
+    language: str = "en",
 ) -> str:
+    """A fixed reply, in the customer's language when there is a version in it."""
     first = contact.first_name if contact else None
     zone = contact_zone(contact, workspace) if contact else workspace.timezone
     what = "appointment"
@@ -152,7 +154,9 @@ def reply_text(
         what = f"{appointment.type} appointment" if appointment.type else "appointment"
         if appointment.starts_at:
             what += f" on {format_when(appointment.starts_at, zone)}"
-    return Template(_replies()[name]).safe_substitute(
+    replies = _replies()
+    text = replies.get(f"{name}_{language}", replies[name])
+    return Template(text).safe_substitute(
         business_name=workspace.business_name,
         first_name_comma=f", {first}" if first else "",
         appointment=what,

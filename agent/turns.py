@@ -21,6 +21,7 @@ from agent.composer import ComposedSms
 from agent.context import TurnContext
 from agent.deps import Deps
 from agent.fastpath import Classification, Keyword, classify_batch
+from agent.language import language_of
 from agent.outbox import SEND_JOB, Queued, compose_reply, queue_text_plan, send_key
 from agent.pacing import Places, back_to_work, wait_elsewhere
 from agent.prompting import contact_zone, reply_text, system_prompt
@@ -329,6 +330,7 @@ class TurnHandler:
         conversation, contact = snapshot.conversation, snapshot.contact
         workspace, appointment = snapshot.workspace, snapshot.appointment
         action, classification, thought = outcome.action, outcome.classification, outcome.thought
+        language = language_of(m.body for m in snapshot.batch)
 
         def event(type: str, **data: object) -> Plan[str]:
             return events.event_plan(
@@ -350,7 +352,7 @@ class TurnHandler:
             yield from event("contact.opted_in", matched=classification.matched)
             return reply_text("opt_in", workspace=workspace)
         if action == Action.HELP:
-            return reply_text("help", workspace=workspace)
+            return reply_text("help", workspace=workspace, language=language)
         if action == Action.CONFIRM:
             assert appointment is not None
             yield from appointments.status_plan(
@@ -360,14 +362,18 @@ class TurnHandler:
                 "appointment.confirmed", appointment_id=appointment.id, source="fast_path"
             )
             return reply_text(
-                "confirmed", workspace=workspace, contact=contact, appointment=appointment
+                "confirmed",
+                workspace=workspace,
+                contact=contact,
+                appointment=appointment,
+                language=language,
             )
         if action == Action.EMERGENCY:
             reason = f"emergency: {classification.matched}"[:300]
             yield from conversations.hand_to_person_plan(dialect, conversation.id, reason)
             yield from event("conversation.emergency", matched=classification.matched)
             yield from event("conversation.handoff", reason=reason)
-            return reply_text("emergency", workspace=workspace)
+            return reply_text("emergency", workspace=workspace, language=language)
         if action == Action.HANDOFF:
             reason = (
                 "no model configured" if self._deps.brain is None else "the agent could not answer"
@@ -376,7 +382,7 @@ class TurnHandler:
                 reason = "the agent's reply claimed what had not happened"
             yield from conversations.hand_to_person_plan(dialect, conversation.id, reason)
             yield from event("conversation.handoff", reason=reason)
-            return reply_text("handoff", workspace=workspace)
+            return reply_text("handoff", workspace=workspace, language=language)
         if action == Action.LLM and thought is not None:
             return thought.reply
         return None

@@ -150,3 +150,22 @@ async def test_an_emergency_goes_to_a_person_at_once_without_the_model(
     assert "conversation.emergency" in types
     assert "conversation.handoff" in types
     assert [r["outcome"] for r in thread["agent_runs"]] == ["emergency"]
+
+
+async def test_fixed_replies_answer_in_spanish_to_a_customer_writing_spanish(
+    service: Service, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    _, started = await service.kickoff(**KICKOFF)
+    await twilio.wait_for_messages(1)
+
+    await service.twilio_inbound("Sí", sid="SM" + "8" * 32)
+    await twilio.wait_for_messages(2)
+    assert "Su cita está confirmada" in twilio.messages[1]["Body"]
+
+    await service.twilio_inbound("se me hincha la cara y me duele mucho", sid="SM" + "9" * 32)
+    await twilio.wait_for_messages(3)
+    assert "llame al 911" in twilio.messages[2]["Body"]
+    assert llm.requests == []
+    thread = await service.conversation(started["conversation_id"])
+    assert thread["appointment"]["status"] == "confirmed"
+    assert thread["mode"] == "human"

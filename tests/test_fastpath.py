@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.fastpath import Classification, Keyword, classify, classify_batch
+from agent.language import language_of
 
 # --- Opt-out ----------------------------------------------------------------------------------
 
@@ -282,3 +283,19 @@ def test_what_only_mentions_an_emergency_is_not_one(text: str) -> None:
 def test_in_a_burst_an_opt_out_beats_an_emergency_and_an_emergency_beats_the_rest() -> None:
     assert classify_batch(["water is pouring in", "STOP"]).keyword is Keyword.OPT_OUT
     assert classify_batch(["Y", "water is pouring in"]).keyword is Keyword.EMERGENCY
+
+
+@pytest.mark.parametrize(
+    ("texts", "language"),
+    [
+        (["Sí"], "es"),
+        (["Hola, ¿puedo cambiar mi cita?"], "es"),
+        (["se me hincha la cara", "y me duele mucho"], "es"),
+        (["Y"], "en"),
+        (["yes"], "en"),
+        (["I need help with my appointment"], "en"),
+        (["👍"], "en"),
+    ],
+)
+def test_the_language_of_a_burst_picks_the_fixed_replies(texts: list[str], language: str) -> None:
+    assert language_of(iter(texts)) == language
