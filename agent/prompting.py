@@ -15,6 +15,7 @@ from string import Template
 from zoneinfo import ZoneInfo
 
 from agent.booking import DEFAULT_HOURS, Hours
+from storage.conversations import EarlierThread
 from storage.models import Appointment, Contact, Scheduling, Workspace
 
 
@@ -77,6 +78,7 @@ def system_prompt(
     context: str | None,
     now: datetime,
     others: Sequence[Appointment] = (),
+    earlier: Sequence[EarlierThread] = (),
 ) -> str:
     zone = contact_zone(contact, workspace)
     template = Template(_text(f"{workspace.vertical}.md"))
@@ -89,6 +91,7 @@ def system_prompt(
         contact=describe_contact(contact),
         appointment=describe_appointment(appointment, zone),
         other_appointments=_describe_others(appointment, others, zone),
+        earlier=describe_earlier(earlier, zone),
         context=(context or "nothing").strip(),
     )
 
@@ -105,6 +108,37 @@ _RESCHEDULING = {
         "  its own calendar, so say the office will confirm it."
     ),
 }
+
+
+_SAID = {
+    "appointment.confirmed": "confirmed the appointment",
+    "appointment.rescheduled": "moved the appointment",
+    "appointment.reschedule_requested": "asked to move the appointment",
+    "appointment.canceled": "canceled the appointment",
+    "appointment.booked": "booked an appointment",
+    "conversation.emergency": "reported an emergency",
+    "contact.opted_out": "opted out of texts",
+    "contact.opted_in": "opted back in",
+}
+
+
+def describe_earlier(earlier: Sequence[EarlierThread], zone: str) -> str:
+    """What came of the contact's earlier threads, a line each, from what was recorded."""
+    if not earlier:
+        return "none"
+    lines = []
+    for thread in earlier:
+        done: list[str] = []
+        for kind, data in thread.events:
+            if kind == "conversation.handoff":
+                done.append(f"handed to a person ({str(data.get('reason', ''))[:80]})")
+            elif kind == "contact.tagged":
+                done.append(f"tagged {str(data.get('tag', ''))[:40]}")
+            elif kind in _SAID:
+                done.append(_SAID[kind])
+        day = thread.started_at.astimezone(ZoneInfo(zone))
+        lines.append(f"- {day:%a, %b} {day.day}: " + ("; ".join(done) or "talked, nothing changed"))
+    return "\n".join(lines)
 
 
 def _describe_others(

@@ -26,6 +26,7 @@ from agent.outbox import SEND_JOB, Queued, compose_reply, queue_text_plan, send_
 from agent.pacing import Places, back_to_work, wait_elsewhere
 from agent.prompting import contact_zone, reply_text, system_prompt
 from storage import appointments, contacts, conversations, events, jobs, messages
+from storage.conversations import EarlierThread
 from storage.jobs import Lease
 from storage.models import (
     Appointment,
@@ -69,6 +70,8 @@ class Snapshot:
     history: list[Message]
     # The contact's other upcoming appointments (the thread's own is `appointment`).
     others: list[Appointment] = field(default_factory=list)
+    # What came of the contact's earlier threads, most recent last.
+    earlier: list[EarlierThread] = field(default_factory=list)
 
 
 def pending_confirmation(appointment: Appointment | None, now: datetime) -> bool:
@@ -189,6 +192,7 @@ class TurnHandler:
                 contact=snapshot.contact,
                 appointment=snapshot.appointment,
                 others=snapshot.others,
+                earlier=snapshot.earlier,
                 context=snapshot.conversation.context,
                 now=now,
             ),
@@ -416,6 +420,7 @@ def _snapshot(dialect: Dialect, conversation_id: str, limit: int) -> Plan[Snapsh
         dialect, found.contact.id, after=utcnow() - timedelta(hours=1)
     )
     own = found.appointment.id if found.appointment else None
+    earlier = yield from conversations.earlier_threads(found.contact.id, conversation_id)
     history = yield from messages.thread_plan(conversation_id, limit)
     batch = [m for m in history if _unanswered(m)]
     if history and _unanswered(history[0]):
@@ -429,6 +434,7 @@ def _snapshot(dialect: Dialect, conversation_id: str, limit: int) -> Plan[Snapsh
         batch,
         history,
         [a for a in upcoming if a.id != own],
+        earlier,
     )
 
 

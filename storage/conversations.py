@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, insert, update
 from sqlmodel import col, select
@@ -17,7 +19,7 @@ from storage.models import (
     Message,
     Workspace,
 )
-from storage.raw import Columns, Dialect, Plan
+from storage.raw import Columns, Dialect, Plan, marks, parse_json, parse_ts
 from storage.types import new_id, utcnow
 
 _LIVE = (ConversationStatus.OPEN, ConversationStatus.PENDING)
@@ -195,3 +197,57 @@ async def list_conversations(
         statement = statement.where(Conversation.workspace_id == workspace_id)
     result = await session.exec(statement)
     return [ConversationSummary(conv, contact, int(n)) for conv, contact, n in result]
+
+
+@dataclass(frozen=True)
+class EarlierThread:
+    started_at: datetime
+    events: list[tuple[str, dict[str, Any]]]  # (type, data), oldest first
+
+
+# What an earlier thread came to: enough to remember, never message bodies.
+_REMEMBERED = (
+    "appointment.confirmed",
+    "appointment.rescheduled",
+    "appointment.reschedule_requested",
+    "appointment.canceled",
+    "appointment.booked",
+    "conversation.handoff",
+    "conversation.emergency",
+    "contact.opted_out",
+    "contact.opted_in",
+    "contact.tagged",
+)
+
+
+def earlier_threads(
+    contact_id: str, conversation_id: str, limit: int = 3
+) -> Plan[list[EarlierThread]]:
+    """The contact's `limit` most recent other threads and what happened in each."""
+    threads = yield (
+        "SELECT id, created_at FROM conversations WHERE contact_id = ? AND id != ? "
+        "ORDER BY created_at DESC LIMIT ?",
+        (contact_id, conversation_id, limit),
+    )
+    if not threads:
+        return []
+    ids = [str(row[0]) for row in threads]
+    found = yield (
+        "SELECT conversation_id, type, data FROM events "
+        f"WHERE conversation_id IN ({marks(len(ids))}) AND type IN ({marks(len(_REMEMBERED))}) "
+        "ORDER BY created_at LIMIT 60",
+        (*ids, *_REMEMBERED),
+    )
+    happened: dict[str, list[tuple[str, dict[str, Any]]]] = {i: [] for i in ids}
+    for thread_id, kind, data in found:
+        happened[str(thread_id)].append((str(kind), parse_json(data) or {}))
+    return [
+        EarlierThread(started_at=_aware(row[1]), events=happened[str(row[0])])
+        for row in reversed(threads)
+    ]
+
+
+def _aware(value: Any) -> datetime:
+    moment = parse_ts(value)
+    assert moment is not None
+    return moment

@@ -321,3 +321,29 @@ async def _query(service: Service, sql: str) -> list[Any]:
             return list((await conn.execute(text(sql))).all())
     finally:
         await engine.dispose()
+
+
+async def test_the_prompt_remembers_what_came_of_earlier_conversations(
+    service: Service, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    await _started(service)
+    await _ask(service, twilio, "Y", "SM" + "a1" * 16, 2)  # confirmed on the fast path
+    status, _ = await service.kickoff(
+        **{
+            **KICKOFF,
+            "message": "Time for your filling: reply Y to confirm.",
+            "appointment": {"external_id": "filling", "start": _at(WED, 9).isoformat()},
+        }
+    )
+    assert status == 201
+    llm.script(reply("Happy to help!"))
+
+    await _ask(service, twilio, "quick question about parking", "SM" + "a2" * 16, 4)
+
+    prompt = last_system_prompt(llm.requests[0])
+    today = datetime.now(DENVER)
+    assert (
+        "Earlier conversations with them (what came of each):\n"
+        f"- {today:%a, %b} {today.day}: confirmed the appointment\n"
+    ) in prompt
+    assert "parking" not in prompt  # texts are never in the instructions
