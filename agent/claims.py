@@ -46,16 +46,23 @@ _NEGATION = re.compile(
 )
 _SENTENCE = re.compile(r"[^.!?¡¿\n]+[.!?\n]?")
 
-# What each tool answers when it did the thing (see `agent.tools`).
-_DONE: dict[str, tuple[Claim, tuple[str, ...]]] = {
+# What a tool answers when it did the thing, and what that makes true.
+_DONE: dict[str, tuple[tuple[str, frozenset[Claim]], ...]] = {
     "confirm_appointment": (
-        Claim.CONFIRMED,
-        ("Confirmed.", "The appointment was already confirmed"),
+        ("Confirmed.", frozenset({Claim.CONFIRMED})),
+        ("The appointment was already confirmed", frozenset({Claim.CONFIRMED})),
     ),
-    "reschedule_appointment": (Claim.MOVED, ("Moved.", "Asked the office to move it")),
-    "book_appointment": (Claim.MOVED, ("Booked.",)),
-    "cancel_appointment": (Claim.CANCELED, ("Canceled.", "The appointment was already canceled")),
-    "handoff_to_human": (Claim.PERSON, ("A person will take over",)),
+    "reschedule_appointment": (
+        ("Moved.", frozenset({Claim.MOVED})),
+        # An office with its own calendar was asked: it will get back to the customer.
+        ("Asked the office to move it", frozenset({Claim.MOVED, Claim.PERSON})),
+    ),
+    "book_appointment": (("Booked.", frozenset({Claim.MOVED})),),
+    "cancel_appointment": (
+        ("Canceled.", frozenset({Claim.CANCELED})),
+        ("The appointment was already canceled", frozenset({Claim.CANCELED})),
+    ),
+    "handoff_to_human": (("A person will take over", frozenset({Claim.PERSON})),),
 }
 
 
@@ -73,10 +80,12 @@ def backed(tool_calls: Sequence[Mapping[str, Any]], standing: Iterable[str] = ()
     """What is true after this turn: what its tools did, and what was true before it."""
     true = {Claim(c) for c in standing}
     for call in tool_calls:
-        done = _DONE.get(str(call.get("name")))
         result = str(call.get("result") or "")
-        if done is not None and not call.get("error") and result.startswith(done[1]):
-            true.add(done[0])
+        if call.get("error"):
+            continue
+        for opening, made_true in _DONE.get(str(call.get("name")), ()):
+            if result.startswith(opening):
+                true |= made_true
     return true
 
 

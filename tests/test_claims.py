@@ -47,6 +47,8 @@ def test_a_claim_is_backed_by_what_a_tool_did_or_what_was_already_so() -> None:
     assert backed(failed) == set()
     assert unbacked("You're confirmed and moved to Tuesday.", confirmed) == {Claim.MOVED}
     assert unbacked("Yes, you're confirmed.", [], standing=["confirmed"]) == set()
+    asked = [{"name": "reschedule_appointment", "result": "Asked the office to move it to ..."}]
+    assert unbacked("I asked the office; they will call you to confirm.", asked) == set()
 
 
 async def test_a_confirmation_no_tool_made_is_withheld_and_a_person_takes_over(
