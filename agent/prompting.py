@@ -9,7 +9,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from string import Template
 from zoneinfo import ZoneInfo
@@ -169,7 +169,13 @@ def _hours_line(workspace: Workspace, now: datetime) -> str:
 
 def opening_hours(workspace: Workspace) -> Hours:
     hours = workspace.hours if workspace.hours is not None else DEFAULT_HOURS
-    return Hours.parse(hours, workspace.closed_days)
+    return _parsed_hours(tuple(sorted(hours.items())), tuple(workspace.closed_days))
+
+
+@lru_cache(maxsize=256)
+def _parsed_hours(weekly: tuple[tuple[str, str], ...], closed: tuple[str, ...]) -> Hours:
+    # Every turn renders the hours; a workspace's rarely change.
+    return Hours.parse(dict(weekly), closed)
 
 
 def reply_text(

@@ -27,7 +27,7 @@ import json
 import re
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, Generic, TypeVar, cast
@@ -325,10 +325,8 @@ def _batch_in_thread(
             return [(True, _in_thread(connection, plans[0]))]
         except Exception as exc:
             return [(False, exc)]
-    cursor = connection.cursor()
     outcomes: list[tuple[bool, Any]] = []
-    cursor.execute("BEGIN")
-    try:
+    with _transaction(connection) as cursor:
         for plan in plans:
             if writes:
                 cursor.execute("SAVEPOINT plan")
@@ -343,6 +341,16 @@ def _batch_in_thread(
             if writes:
                 cursor.execute("RELEASE plan")
             outcomes.append((True, result))
+    return outcomes
+
+
+@contextlib.contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Cursor]:
+    """BEGIN, then COMMIT when the block ends, or ROLLBACK when it raises."""
+    cursor = connection.cursor()
+    cursor.execute("BEGIN")
+    try:
+        yield cursor
         cursor.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
@@ -350,7 +358,6 @@ def _batch_in_thread(
         raise
     finally:
         cursor.close()
-    return outcomes
 
 
 def _drive(cursor: sqlite3.Cursor, plan: Plan[T]) -> T:
@@ -413,15 +420,5 @@ async def _on_asyncpg(connection: Any, plan: Plan[T]) -> T:
 
 def _in_thread(connection: sqlite3.Connection, plan: Plan[T]) -> T:
     """The whole transaction, on the SQLite connection's own thread."""
-    cursor = connection.cursor()
-    cursor.execute("BEGIN")
-    try:
-        result = _drive(cursor, plan)
-        cursor.execute("COMMIT")
-        return result
-    except BaseException:
-        if connection.in_transaction:
-            cursor.execute("ROLLBACK")
-        raise
-    finally:
-        cursor.close()
+    with _transaction(connection) as cursor:
+        return _drive(cursor, plan)
