@@ -113,6 +113,26 @@ class Hours:
         return "; ".join(parts)
 
 
+def type_minutes(types: Mapping[str, int], kind: str | None) -> int | None:
+    """The length of a kind of visit: its own entry, or the one it names ("teeth cleaning" is a
+    "cleaning"); None when it matches none."""
+    wanted = " ".join((kind or "").lower().split())
+    if not wanted:
+        return None
+    known = {" ".join(name.lower().split()): minutes for name, minutes in types.items()}
+    if wanted in known:
+        return known[wanted]
+    named = [n for n in known if re.search(rf"\b{re.escape(n)}\b", wanted)]
+    return known[max(named, key=len)] if named else None
+
+
+def format_when(moment: datetime, zone: str) -> str:
+    """'Tue, Mar 10 at 3:00 PM' in the given zone: how times are said to customers."""
+    local = moment.astimezone(ZoneInfo(zone))
+    hour = local.hour % 12 or 12
+    return f"{local:%a, %b} {local.day} at {hour}:{local:%M %p}"
+
+
 class Book:
     """One business's calendar as the agent sees it for one turn."""
 
@@ -136,18 +156,23 @@ class Book:
         if start > now + BOOKING_HORIZON:
             return Refusal(Why.TOO_FAR, "That is more than a year away.")
         local = start.astimezone(self.zone)
+        # The refusal names the time asked for, so a reply may repeat it.
+        asked = format_when(start, self.zone.key)
         spans = self.hours.spans_on(local.date())
         if not spans:
-            return Refusal(Why.CLOSED_DAY, f"The office is closed on {local:%A, %B} {local.day}.")
+            return Refusal(
+                Why.CLOSED_DAY, f"{asked}: the office is closed on {local:%A, %B} {local.day}."
+            )
         end = start + timedelta(minutes=minutes)
         if not any(self._within(local.date(), span, start, end) for span in spans):
             hours = ", ".join(f"{_clock(a)}-{_clock(b)}" for a, b in spans)
             return Refusal(
                 Why.OUTSIDE_HOURS,
-                f"A {minutes}-minute visit then is outside opening hours ({hours} that day).",
+                f"{asked}: a {minutes}-minute visit then is outside opening hours ({hours} that "
+                "day).",
             )
         if self._clashes(start, end):
-            return Refusal(Why.TAKEN, "That time is already taken.")
+            return Refusal(Why.TAKEN, f"{asked} is already taken.")
         return None
 
     def open_slots(

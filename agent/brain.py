@@ -127,7 +127,11 @@ class AgentBrain:
             HumanMessage(t.text) if t.role == "customer" else AIMessage(t.text) for t in shown
         ]
         thought, said = await self._run(context, messages)
-        wrong = claims.unbacked(thought.reply, thought.tool_calls, context.standing)
+        # Times the reply may name: the instructions' and what the business already texted.
+        known = "\n".join(
+            [context.system_prompt, *(t.text for t in history if t.role != "customer")]
+        )
+        wrong = claims.unbacked(thought.reply, thought.tool_calls, context.standing, known)
         if wrong:
             # Once back to the model with the facts; a reply still claiming what did not happen
             # is withheld, and the turn hands the thread to a person instead.
@@ -136,7 +140,7 @@ class AgentBrain:
                 context, [*said, SystemMessage(claims.facts(wrong, thought.tool_calls))]
             )
             thought = _merge(thought, again)
-            wrong = claims.unbacked(thought.reply, thought.tool_calls, context.standing)
+            wrong = claims.unbacked(thought.reply, thought.tool_calls, context.standing, known)
             if wrong:
                 thought.corrections.append(_correction(wrong, thought.reply, "withheld"))
                 thought.reply = ""

@@ -5,6 +5,11 @@ something that never happened. Before a reply goes out, the claims in it (confir
 canceled, a person will follow up) are matched against what this turn's tools did and what was
 already true before it. Questions and negated sentences claim nothing ("Would you like me to
 confirm it?", "It is not confirmed yet").
+
+A time of day stated in a reply ("Thursday at 2pm works", "we have 3:30 open") is a claim too:
+it must come from what the agent was told (its instructions, which carry the appointments and
+the opening hours, and what the business already texted) or from a tool result of this turn.
+Otherwise the model made it up.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ class Claim(StrEnum):
     MOVED = "moved"
     CANCELED = "canceled"
     PERSON = "person_follows_up"
+    TIME = "names_a_time"
 
 
 _SAYS: dict[Claim, re.Pattern[str]] = {
@@ -66,14 +72,53 @@ _DONE: dict[str, tuple[tuple[str, frozenset[Claim]], ...]] = {
 }
 
 
+# "2pm", "2 p.m.", "2:30 PM", "14:30"; a bare "2:30" may mean either half of the day.
+_TIME = re.compile(
+    r"\b(?:(?P<h12>1[0-2]|0?[1-9])(?::(?P<m12>[0-5]\d))?\s?(?P<half>[ap])\.?\s?m\b\.?"
+    r"|(?P<h24>[01]?\d|2[0-3]):(?P<m24>[0-5]\d)\b)",
+    re.IGNORECASE,
+)
+
+
+def _statements(text: str) -> list[str]:
+    return [
+        sentence
+        for sentence in _SENTENCE.findall(text)
+        if not (sentence.rstrip().endswith("?") or _NEGATION.search(sentence))
+    ]
+
+
 def claims_in(text: str) -> set[Claim]:
     """The claims the statements of `text` make (questions and negations make none)."""
     found: set[Claim] = set()
-    for sentence in _SENTENCE.findall(text):
-        if sentence.rstrip().endswith("?") or _NEGATION.search(sentence):
-            continue
+    for sentence in _statements(text):
         found.update(claim for claim, says in _SAYS.items() if says.search(sentence))
     return found
+
+
+def times_in(text: str) -> list[frozenset[int]]:
+    """Each time of day in `text`, as the minutes after midnight it may mean."""
+    found: list[frozenset[int]] = []
+    for match in _TIME.finditer(text):
+        if match["h12"] is not None:
+            hour = int(match["h12"]) % 12 + (12 if match["half"].lower() == "p" else 0)
+            found.append(frozenset({hour * 60 + int(match["m12"] or 0)}))
+        else:
+            hour, minute = int(match["h24"]), int(match["m24"])
+            both = {hour * 60 + minute, (hour + 12) * 60 + minute} if hour < 12 else set()
+            found.append(frozenset(both or {hour * 60 + minute}))
+    return found
+
+
+def unbacked_times(
+    text: str, tool_calls: Sequence[Mapping[str, Any]], known: str
+) -> list[frozenset[int]]:
+    """Times the statements of `text` name that neither `known` nor a tool result shows."""
+    backing = "\n".join(
+        [known, *(str(c.get("result") or "") for c in tool_calls if not c.get("error"))]
+    )
+    seen: set[int] = set().union(*times_in(backing))
+    return [t for s in _statements(text) for t in times_in(s) if not t & seen]
 
 
 def backed(tool_calls: Sequence[Mapping[str, Any]], standing: Iterable[str] = ()) -> set[Claim]:
@@ -90,18 +135,35 @@ def backed(tool_calls: Sequence[Mapping[str, Any]], standing: Iterable[str] = ()
 
 
 def unbacked(
-    text: str, tool_calls: Sequence[Mapping[str, Any]], standing: Iterable[str] = ()
+    text: str,
+    tool_calls: Sequence[Mapping[str, Any]],
+    standing: Iterable[str] = (),
+    known: str | None = None,
 ) -> set[Claim]:
-    return claims_in(text) - backed(tool_calls, standing)
+    """What `text` claims that did not happen; with `known` (what the agent was told), also
+    whether it names a time nobody gave it."""
+    wrong = claims_in(text) - backed(tool_calls, standing)
+    if known is not None and unbacked_times(text, tool_calls, known):
+        wrong.add(Claim.TIME)
+    return wrong
 
 
 def facts(claims: Iterable[Claim], tool_calls: Sequence[Mapping[str, Any]]) -> str:
     """The note that sends the model back: what its reply claims that did not happen."""
-    said = ", ".join(sorted(c.value.replace("_", " ") for c in claims))
+    claims = set(claims)
     done = [str(call.get("name")) for call in tool_calls if not call.get("error")]
     did = f"the tools that ran were: {', '.join(done)}" if done else "no tool did anything"
+    notes = []
+    if claims - {Claim.TIME}:
+        said = ", ".join(sorted(c.value.replace("_", " ") for c in claims - {Claim.TIME}))
+        notes.append(f"your reply says {said}, but this turn {did}, so that did not happen.")
+    if Claim.TIME in claims:
+        notes.append(
+            "your reply names a time that no tool result and nothing in your instructions "
+            "shows. Find open times with check_availability before offering or agreeing to one."
+        )
     return (
-        f"Check before sending: your reply says {said}, but this turn {did}, so that did not "
-        "happen. Write the reply again, saying only what the tool results show. If you meant to "
-        "do it and the customer asked for it, call the tool first."
+        f"Check before sending: {' '.join(notes)} Write the reply again, saying only what the "
+        "tool results show. If you meant to do it and the customer asked for it, call the tool "
+        "first."
     )

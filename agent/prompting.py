@@ -14,7 +14,7 @@ from importlib import resources
 from string import Template
 from zoneinfo import ZoneInfo
 
-from agent.booking import DEFAULT_HOURS, Hours
+from agent.booking import DEFAULT_HOURS, Hours, format_when
 from storage.conversations import EarlierThread
 from storage.models import Appointment, Contact, Scheduling, Workspace
 
@@ -27,13 +27,6 @@ def _text(name: str) -> str:
 @cache
 def _replies() -> dict[str, str]:
     return {k: str(v) for k, v in tomllib.loads(_text("replies.toml")).items()}
-
-
-def format_when(moment: datetime, zone: str) -> str:
-    """'Tue, Mar 10 at 3:00 PM' in the given zone."""
-    local = moment.astimezone(ZoneInfo(zone))
-    hour = local.hour % 12 or 12
-    return f"{local:%a, %b} {local.day} at {hour}:{local:%M %p}"
 
 
 def describe_appointment(appointment: Appointment | None, zone: str) -> str:
@@ -87,6 +80,7 @@ def system_prompt(
         timezone=zone,
         now=f"{format_when(now, zone)} ({zone})",
         hours=_hours_line(workspace, now),
+        services=describe_services(workspace),
         rescheduling=_RESCHEDULING[Scheduling(workspace.scheduling)],
         contact=describe_contact(contact),
         appointment=describe_appointment(appointment, zone),
@@ -94,6 +88,14 @@ def system_prompt(
         earlier=describe_earlier(earlier, zone),
         context=(context or "nothing").strip(),
     )
+
+
+def describe_services(workspace: Workspace) -> str:
+    """'cleaning (60 min), checkup (30 min)': the kinds of visit the book knows."""
+    types = workspace.appointment_types
+    if not types:
+        return "not listed (visits take 30 minutes)"
+    return ", ".join(f"{name} ({minutes} min)" for name, minutes in sorted(types.items()))
 
 
 _RESCHEDULING = {

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     business_hours: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_HOURS))
     closed_days: list[str] = Field(default_factory=list)
     scheduling: Literal["builtin", "external"] = "builtin"
+    # Kinds of visit and their length in minutes, e.g. '{"cleaning": 60, "checkup": 30}': the
+    # book finds times long enough for each; any other visit takes 30 minutes.
+    appointment_types: dict[str, int] = Field(default_factory=dict)
+    # The business's own endpoint for events that need it (a move to confirm when it keeps its
+    # own calendar), and the secret each request is signed with (see agent/hooks.py).
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
 
     sms_provider: ProviderName = "console"
     from_number: str = "+15550000000"
@@ -130,9 +137,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _hours_make_sense(self) -> Settings:
         Hours.parse(self.business_hours, self.closed_days)
+        for name, minutes in self.appointment_types.items():
+            if not name.strip() or not 5 <= minutes <= 8 * 60:
+                raise ValueError(
+                    f"appointment type {name!r}: give a name and 5 to 480 minutes, not {minutes}"
+                )
         return self
 
-    @field_validator("public_url", "llm_base_url", "twilio_api_url")
+    @field_validator("public_url", "llm_base_url", "twilio_api_url", "webhook_url")
     @classmethod
     def _no_trailing_slash(cls, url: str | None) -> str | None:
         if url is None:
@@ -157,6 +169,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"the twilio provider needs {', '.join(missing)}")
         if self.api_key is not None and len(self.api_key.get_secret_value()) < 16:
             raise ValueError("SMSAGENT_API_KEY must be at least 16 characters")
+        if self.webhook_url is not None and (
+            self.webhook_secret is None or len(self.webhook_secret.get_secret_value()) < 16
+        ):
+            raise ValueError("SMSAGENT_WEBHOOK_URL needs SMSAGENT_WEBHOOK_SECRET (16+ characters)")
         return self
 
     @property

@@ -17,11 +17,19 @@ from langchain.tools import ToolRuntime, tool
 from langchain_core.tools import BaseTool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from agent.booking import DEFAULT_MINUTES, Book
+from agent import hooks
+from agent.booking import DEFAULT_MINUTES, Book, format_when, type_minutes
 from agent.context import TurnContext
-from agent.prompting import format_when, opening_hours
+from agent.prompting import opening_hours
 from storage import appointments, contacts, conversations, events
-from storage.models import Appointment, AppointmentStatus, Conversation, Scheduling, Workspace
+from storage.models import (
+    Appointment,
+    AppointmentStatus,
+    Contact,
+    Conversation,
+    Scheduling,
+    Workspace,
+)
 from storage.raw import in_session
 from storage.types import utcnow
 from storage.workspaces import get_workspace
@@ -67,12 +75,15 @@ async def check_availability(
     until: str | None = None,
     after: str | None = None,
     before: str | None = None,
+    kind: str | None = None,
 ) -> str:
     """Find open times to offer the customer, before moving or booking an appointment.
 
     day: the first day to look at, an ISO date like 2025-03-12.
     until: the last day to look at (ISO date) for a range such as "next week"; default: day.
     after, before: the earliest and latest start time, 24-hour "HH:MM" like "15:00"; optional.
+    kind: for a new appointment, what the visit is for (e.g. "cleaning"), so the times are
+    long enough; leave it out to move the customer's appointment.
     """
     ctx = runtime.context
     try:
@@ -96,7 +107,9 @@ async def check_availability(
                 "This office keeps its own calendar. Ask which day and time suit the customer "
                 "and pass it to reschedule_appointment; the office will confirm."
             )
-        minutes = await _visit_minutes(session, ctx)
+        minutes = type_minutes(workspace.appointment_types, kind) or await _visit_minutes(
+            session, ctx, workspace
+        )
         zone = ZoneInfo(workspace.timezone)
         window_start = datetime.combine(first, time(), tzinfo=zone)
         window_end = datetime.combine(last + timedelta(days=1), time(), tzinfo=zone)
@@ -106,8 +119,14 @@ async def check_availability(
     )
     if not slots:
         span = first.isoformat() if last == first else f"{first} to {last}"
+        shut = sorted(d for d in book.hours.closed if first <= d <= last)
+        holidays = (
+            " The office is closed on " + ", ".join(f"{d:%A, %B} {d.day}" for d in shut) + "."
+            if shut
+            else ""
+        )
         return (
-            f"No open times for a {minutes}-minute visit on {span}. Office hours: "
+            f"No open times for a {minutes}-minute visit on {span}.{holidays} Office hours: "
             f"{book.hours.describe()}. Suggest another day."
         )
     offered = "; ".join(format_when(slot, ctx.timezone) for slot in slots)
@@ -158,10 +177,16 @@ async def reschedule_appointment(
                 "appointment.reschedule_requested",
                 {"appointment_id": appointment.id, "requested_start": requested.isoformat()},
             )
+            contact = await session.get(Contact, ctx.contact_id)
+            asked = _move_request(ctx, appointment, contact, requested)
+            await in_session(
+                session,
+                lambda d: hooks.hook_plan(d, workspace, "appointment.reschedule_requested", asked),
+            )
             return (
                 f"Asked the office to move it to {when}. Tell the customer the office will confirm."
             )
-        minutes = _minutes_of(appointment)
+        minutes = _minutes_of(appointment, workspace)
         day_start = datetime.combine(
             requested.astimezone(ZoneInfo(workspace.timezone)).date(),
             time(),
@@ -234,9 +259,10 @@ async def book_appointment(start: str, runtime: Runtime, kind: str | None = None
         day = requested.astimezone(zone).date()
         day_start = datetime.combine(day, time(), tzinfo=zone)
         book = await _book(session, workspace, ctx, day_start, day_start + timedelta(days=8))
-        refusal = book.refusal(requested, DEFAULT_MINUTES, now=now)
+        minutes = type_minutes(workspace.appointment_types, kind) or DEFAULT_MINUTES
+        refusal = book.refusal(requested, minutes, now=now)
         if refusal is not None:
-            offer = _alternatives(book, requested, DEFAULT_MINUTES, now, ctx.timezone)
+            offer = _alternatives(book, requested, minutes, now, ctx.timezone)
             return f"{refusal.detail} Nothing was booked. {offer}"
         appointment = await appointments.upsert_appointment(
             session=session,
@@ -245,7 +271,7 @@ async def book_appointment(start: str, runtime: Runtime, kind: str | None = None
             external_id=None,
             fields={
                 "starts_at": requested.astimezone(UTC),
-                "ends_at": requested.astimezone(UTC) + timedelta(minutes=DEFAULT_MINUTES),
+                "ends_at": requested.astimezone(UTC) + timedelta(minutes=minutes),
                 "type": _clip(kind, 100) or None,
                 "status": AppointmentStatus.SCHEDULED,
             },
@@ -410,6 +436,31 @@ async def _book(
 _NOT_THEIRS = "That is not one of this customer's appointments. Nothing changed."
 
 
+def _move_request(
+    ctx: TurnContext, appointment: Appointment, contact: Contact | None, requested: datetime
+) -> dict[str, object]:
+    """What the business needs to move a visit in its own calendar and tell the customer."""
+    start = appointment.starts_at
+    return {
+        "appointment": {
+            "id": appointment.id,
+            "external_id": appointment.external_id,
+            "type": appointment.type,
+            "starts_at": start.isoformat() if start else None,
+            "requested_start": requested.isoformat(),
+        },
+        "contact": {
+            "id": ctx.contact_id,
+            "external_id": contact.external_id if contact else None,
+            "first_name": contact.first_name if contact else None,
+            "last_name": contact.last_name if contact else None,
+            "phone": contact.phone if contact else None,
+        },
+        "conversation_id": ctx.conversation_id,
+        "timezone": ctx.timezone,
+    }
+
+
 async def _theirs(
     session: AsyncSession, ctx: TurnContext, appointment_id: str
 ) -> Appointment | None:
@@ -455,16 +506,17 @@ def _nearby(book: Book, wanted: datetime, minutes: int, now: datetime) -> list[d
     return sorted([*later, *following, *reversed(earlier)][:3])
 
 
-async def _visit_minutes(session: AsyncSession, ctx: TurnContext) -> int:
+async def _visit_minutes(session: AsyncSession, ctx: TurnContext, workspace: Workspace) -> int:
     if ctx.appointment_id is None:
         return DEFAULT_MINUTES
     appointment = await appointments.get_appointment(
         session=session, appointment_id=ctx.appointment_id
     )
-    return _minutes_of(appointment) if appointment is not None else DEFAULT_MINUTES
+    return _minutes_of(appointment, workspace) if appointment is not None else DEFAULT_MINUTES
 
 
-def _minutes_of(appointment: Appointment) -> int:
+def _minutes_of(appointment: Appointment, workspace: Workspace) -> int:
+    """How long the visit is: as booked, else as long as its kind takes, else the default."""
     if (
         appointment.starts_at
         and appointment.ends_at
@@ -473,7 +525,7 @@ def _minutes_of(appointment: Appointment) -> int:
         return max(
             5, min(8 * 60, int((appointment.ends_at - appointment.starts_at).total_seconds() // 60))
         )
-    return DEFAULT_MINUTES
+    return type_minutes(workspace.appointment_types, appointment.type) or DEFAULT_MINUTES
 
 
 def _clock(text: str | None) -> time | None:

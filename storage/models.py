@@ -93,6 +93,12 @@ class Workspace(SQLModel, table=True):
     hours: dict[str, str] | None = Field(default=None, sa_type=JSON)
     closed_days: list[str] = Field(default_factory=list, sa_type=JSON)
     scheduling: str = Scheduling.BUILTIN
+    # Kinds of visit and their length in minutes ({"cleaning": 60}); others take the default.
+    appointment_types: dict[str, int] = Field(default_factory=dict, sa_type=JSON)
+    # Where the business's own systems hear of what needs them (a move to confirm), signed with
+    # the secret (kept as is: it signs every request).
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
     created_at: datetime = _created()
     updated_at: datetime = _created()
 

@@ -21,6 +21,8 @@ async def ensure_workspace(
     hours: dict[str, str] | None = None,
     closed_days: list[str] | None = None,
     scheduling: str | None = None,
+    webhook: tuple[str, str] | None = None,
+    appointment_types: dict[str, int] | None = None,
 ) -> Workspace:
     """Create the workspace or bring it in line with the configuration (the appointment book's
     settings only where given)."""
@@ -48,6 +50,9 @@ async def ensure_workspace(
         workspace.closed_days = list(closed_days)
     if scheduling is not None:
         workspace.scheduling = scheduling
+    workspace.webhook_url, workspace.webhook_secret = webhook or (None, None)
+    if appointment_types is not None:
+        workspace.appointment_types = dict(appointment_types)
     await session.flush()
     return workspace
 

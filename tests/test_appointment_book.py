@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
-from agent.prompting import format_when
+from agent.booking import format_when
 from storage.engine import create_engine
 from tests.conftest import ServiceFactory
 from tests.fakes.llm_server import ScriptedLLM, last_system_prompt, reply, tool_call
@@ -347,3 +347,35 @@ async def test_the_prompt_remembers_what_came_of_earlier_conversations(
         f"- {today:%a, %b} {today.day}: confirmed the appointment\n"
     ) in prompt
     assert "parking" not in prompt  # texts are never in the instructions
+
+
+async def test_each_kind_of_visit_takes_as_long_as_the_office_says(
+    make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    service = await make_service(
+        business_hours=HOURS, appointment_types={"cleaning": 90, "checkup": 30}
+    )
+    llm.script(
+        tool_call("check_availability", day=TUE.isoformat(), after="15:00", kind="cleaning"),
+        tool_call("book_appointment", start=_local(TUE, 16, 0), kind="teeth cleaning"),
+        tool_call("book_appointment", start=_local(TUE, 15, 30), kind="teeth cleaning"),
+        reply("You're booked for a cleaning Tuesday at 3:30 PM."),
+    )
+
+    await service.twilio_inbound("I need a cleaning Tuesday after 3", sid="SM" + "9" * 32)
+    await twilio.wait_for_messages(1)
+
+    offered, too_late, booked = _tool_results(llm)
+    # 90 minutes from 15:00 and 15:30 end by closing at 17:00; 16:00 would not.
+    assert "3:00 PM" in offered
+    assert "3:30 PM" in offered
+    assert "4:00 PM" not in offered
+    assert "Nothing was booked" in too_late
+    assert booked.startswith("Booked.")
+    assert "Kinds of visit: checkup (30 min), cleaning (90 min)" in last_system_prompt(
+        llm.requests[0]
+    )
+    _, listing, _ = await service.request("GET", "/v1/conversations")
+    appointment = (await service.conversation(listing["data"][0]["id"]))["appointment"]
+    assert datetime.fromisoformat(appointment["start"]) == _at(TUE, 15, 30)
+    assert datetime.fromisoformat(appointment["end"]) == _at(TUE, 17, 0)

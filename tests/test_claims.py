@@ -40,7 +40,9 @@ def test_claims_are_read_from_statements_not_questions_or_negations(
 
 def test_a_claim_is_backed_by_what_a_tool_did_or_what_was_already_so() -> None:
     confirmed = [{"name": "confirm_appointment", "result": "Confirmed. Tell the customer..."}]
-    refused = [{"name": "reschedule_appointment", "result": "That time is already taken."}]
+    refused = [
+        {"name": "reschedule_appointment", "result": "Tue, Dec 8 at 10:00 AM is already taken."}
+    ]
     failed = [{"name": "cancel_appointment", "result": "Canceled.", "error": True}]
     assert backed(confirmed) == {Claim.CONFIRMED}
     assert backed(refused) == set()
@@ -116,3 +118,47 @@ async def test_a_claim_a_tool_backs_goes_out_untouched(
     assert len(llm.requests) == 2
     thread = await service.conversation(started["conversation_id"])
     assert thread["agent_runs"][0]["corrections"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "known", "made_up"),
+    [
+        ("Thursday at 2pm works!", "Opening hours: Mon-Fri 9:00 AM-5:00 PM", True),
+        ("We close at 5 PM on Fridays.", "Opening hours: Mon-Fri 9:00 AM-5:00 PM", False),
+        ("We close at 17:00 on Fridays.", "Opening hours: Mon-Fri 9:00 AM-5:00 PM", False),
+        ("I have 3:30 open on Tuesday.", "Open times: Tue, Dec 8 at 3:30 PM.", False),
+        ("Your cleaning is Tue, Dec 8 at 10:00 AM.", "- when: Tue, Dec 8 at 10:00 AM", False),
+        ("Would 2pm Thursday work for you?", "", False),
+        ("2pm is not open, sorry.", "", False),
+    ],
+)
+def test_a_time_of_day_must_come_from_the_instructions_or_a_tool(
+    text: str, known: str, made_up: bool
+) -> None:
+    assert (Claim.TIME in unbacked(text, [], known=known)) is made_up
+    # Without what the agent was told, times are not judged.
+    assert Claim.TIME not in unbacked(text, [])
+
+
+async def test_a_slot_the_model_invents_is_not_promised(
+    service: Service, llm: ScriptedLLM, twilio: TwilioStub
+) -> None:
+    """The failure a tiny model showed: "Thursday at 2pm works" with no tool behind it."""
+    _, started = await service.kickoff(**KICKOFF)
+    llm.script(
+        reply("Sure, Thursday at 2pm works!"),
+        reply("Thursday at 2pm works, see you then."),
+    )
+
+    await service.twilio_inbound("can we do thursday at 2 instead", sid="SM" + "f" * 32)
+    await twilio.wait_for_messages(2)
+
+    assert "2pm" not in twilio.messages[1]["Body"]
+    assert "will get back to you" in twilio.messages[1]["Body"]
+    thread = await service.conversation(started["conversation_id"])
+    assert thread["appointment"]["status"] == "scheduled"
+    [run] = thread["agent_runs"]
+    assert run["outcome"] == "unbacked_claim"
+    assert [c["claims"] for c in run["corrections"]] == [["names_a_time"], ["names_a_time"]]
+    # The second request carried the facts back to the model.
+    assert "names a time" in llm.requests[1]["messages"][-1]["content"]

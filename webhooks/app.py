@@ -13,6 +13,7 @@ from aiohttp import web
 
 from agent.brain import Brain, build_brain
 from agent.deps import DEFAULT_WORKSPACE_ID, Deps, Nudge
+from agent.hooks import HOOK_JOB, HookHandler
 from agent.inbound import TURN_JOB
 from agent.outbox import SEND_JOB, SendHandler
 from agent.providers import ConsoleProvider, SmsProvider
@@ -101,6 +102,12 @@ async def runtime(
                 hours=settings.business_hours,
                 closed_days=settings.closed_days,
                 scheduling=settings.scheduling,
+                appointment_types=settings.appointment_types,
+                webhook=(
+                    (settings.webhook_url, settings.webhook_secret.get_secret_value())
+                    if settings.webhook_url and settings.webhook_secret
+                    else None
+                ),
             )
         nudge = Nudge()
         loop = asyncio.get_running_loop()
@@ -135,7 +142,7 @@ async def runtime(
             inbound.start()
             background.push_async_callback(inbound.stop)
             if worker:
-                await _start_worker(deps, background)
+                await _start_worker(deps, background, http)
             log.info(
                 "app.started provider=%s llm=%s database=%s worker=%s",
                 settings.sms_provider,
@@ -152,14 +159,16 @@ async def runtime(
             await reader.dispose()
 
 
-async def _start_worker(deps: Deps, background: contextlib.AsyncExitStack) -> None:
+async def _start_worker(
+    deps: Deps, background: contextlib.AsyncExitStack, http: aiohttp.ClientSession
+) -> None:
     settings = deps.settings
     turns = TurnHandler(deps)
     worker = Worker(
         engine=deps.engine,
-        handlers={TURN_JOB: turns, SEND_JOB: SendHandler(deps)},
+        handlers={TURN_JOB: turns, SEND_JOB: SendHandler(deps), HOOK_JOB: HookHandler(deps, http)},
         lanes=[
-            LaneSpec("sends", (SEND_JOB,), settings.worker_sends, batch=50),
+            LaneSpec("sends", (SEND_JOB, HOOK_JOB), settings.worker_sends, batch=50),
             LaneSpec("turns", (TURN_JOB,), settings.worker_turns, batch=100),
         ],
         nudge=deps.nudge,
