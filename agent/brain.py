@@ -127,9 +127,12 @@ class AgentBrain:
             HumanMessage(t.text) if t.role == "customer" else AIMessage(t.text) for t in shown
         ]
         thought, said = await self._run(context, messages)
-        # Times the reply may name: the instructions' and what the business already texted.
+        # Times the reply may name: the prompt's facts and what the business already texted.
         known = "\n".join(
-            [context.system_prompt, *(t.text for t in history if t.role != "customer")]
+            [
+                context.facts or context.system_prompt,
+                *(t.text for t in history if t.role != "customer"),
+            ]
         )
         wrong = claims.unbacked(thought.reply, thought.tool_calls, context.standing, known)
         if wrong:

@@ -72,10 +72,13 @@ _DONE: dict[str, tuple[tuple[str, frozenset[Claim]], ...]] = {
 }
 
 
-# "2pm", "2 p.m.", "2:30 PM", "14:30"; a bare "2:30" may mean either half of the day.
+# "2pm", "2 p.m.", "2:30 PM", "14:30", "at 2"; a bare "2:30" or "at 2" may mean either half of
+# the day.
 _TIME = re.compile(
     r"\b(?:(?P<h12>1[0-2]|0?[1-9])(?::(?P<m12>[0-5]\d))?\s?(?P<half>[ap])\.?\s?m\b\.?"
-    r"|(?P<h24>[01]?\d|2[0-3]):(?P<m24>[0-5]\d)\b)",
+    r"|(?P<h24>[01]?\d|2[0-3]):(?P<m24>[0-5]\d)\b"
+    r"|(?:at|after|before|by|around|from|until|till)\s+(?P<bare>1[0-2]|[1-9])\b"
+    r"(?![:\d])(?!\s*(?:[ap]\.?\s?m\b|min|hour|hr|day|week|month|year|people|person|%|[-/.,]\d)))",
     re.IGNORECASE,
 )
 
@@ -103,6 +106,9 @@ def times_in(text: str) -> list[frozenset[int]]:
         if match["h12"] is not None:
             hour = int(match["h12"]) % 12 + (12 if match["half"].lower() == "p" else 0)
             found.append(frozenset({hour * 60 + int(match["m12"] or 0)}))
+        elif match["bare"] is not None:
+            hour = int(match["bare"]) % 12
+            found.append(frozenset({hour * 60, (hour + 12) * 60}))
         else:
             hour, minute = int(match["h24"]), int(match["m24"])
             both = {hour * 60 + minute, (hour + 12) * 60 + minute} if hour < 12 else set()

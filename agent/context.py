@@ -23,3 +23,5 @@ class TurnContext:
     sessions: SessionFactory
     # What was already true before this turn (`agent.claims.Claim` values): a reply may say it.
     standing: tuple[str, ...] = ()
+    # The facts the prompt carries (hours, appointments, context): times a reply may name.
+    facts: str = ""

@@ -73,9 +73,32 @@ def system_prompt(
     others: Sequence[Appointment] = (),
     earlier: Sequence[EarlierThread] = (),
 ) -> str:
+    return rendered_prompt(
+        workspace=workspace,
+        contact=contact,
+        appointment=appointment,
+        context=context,
+        now=now,
+        others=others,
+        earlier=earlier,
+    )[0]
+
+
+def rendered_prompt(
+    *,
+    workspace: Workspace,
+    contact: Contact,
+    appointment: Appointment | None,
+    context: str | None,
+    now: datetime,
+    others: Sequence[Appointment] = (),
+    earlier: Sequence[EarlierThread] = (),
+) -> tuple[str, str]:
+    """The system prompt, and the facts in it (everything but the vertical's fixed wording,
+    whose examples are not facts): what a reply may state without a tool."""
     zone = contact_zone(contact, workspace)
     template = Template(_text(f"{workspace.vertical}.md"))
-    return template.safe_substitute(
+    values = dict(
         business_name=workspace.business_name,
         timezone=zone,
         now=f"{format_when(now, zone)} ({zone})",
@@ -88,6 +111,8 @@ def system_prompt(
         earlier=describe_earlier(earlier, zone),
         context=(context or "nothing").strip(),
     )
+    facts = "\n".join(v for k, v in values.items() if k != "rescheduling")
+    return template.safe_substitute(values), facts
 
 
 def describe_services(workspace: Workspace) -> str:

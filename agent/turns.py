@@ -24,7 +24,7 @@ from agent.fastpath import Classification, Keyword, classify_batch
 from agent.language import language_of
 from agent.outbox import SEND_JOB, Queued, compose_reply, queue_text_plan, send_key
 from agent.pacing import Places, back_to_work, wait_elsewhere
-from agent.prompting import contact_zone, reply_text, system_prompt
+from agent.prompting import contact_zone, rendered_prompt, reply_text
 from storage import appointments, contacts, conversations, events, jobs, messages
 from storage.conversations import EarlierThread
 from storage.jobs import Lease
@@ -180,6 +180,15 @@ class TurnHandler:
 
     async def _think(self, snapshot: Snapshot, run_id: str, now: datetime) -> Thought:
         assert self._deps.brain is not None
+        prompt, facts = rendered_prompt(
+            workspace=snapshot.workspace,
+            contact=snapshot.contact,
+            appointment=snapshot.appointment,
+            others=snapshot.others,
+            earlier=snapshot.earlier,
+            context=snapshot.conversation.context,
+            now=now,
+        )
         context = TurnContext(
             workspace_id=snapshot.workspace.id,
             conversation_id=snapshot.conversation.id,
@@ -187,15 +196,8 @@ class TurnHandler:
             appointment_id=snapshot.appointment.id if snapshot.appointment else None,
             run_id=run_id,
             timezone=contact_zone(snapshot.contact, snapshot.workspace),
-            system_prompt=system_prompt(
-                workspace=snapshot.workspace,
-                contact=snapshot.contact,
-                appointment=snapshot.appointment,
-                others=snapshot.others,
-                earlier=snapshot.earlier,
-                context=snapshot.conversation.context,
-                now=now,
-            ),
+            system_prompt=prompt,
+            facts=facts,
             sessions=self._deps.sessions,
             standing=_standing(snapshot),
         )

@@ -3,9 +3,13 @@ once with the facts, and failing that a person takes over; every correction is k
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from agent.claims import Claim, backed, claims_in, unbacked
+from agent.prompting import rendered_prompt
+from storage.models import Contact, Workspace
 from tests.fakes.llm_server import ScriptedLLM, reply, tool_call
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import Service
@@ -162,3 +166,37 @@ async def test_a_slot_the_model_invents_is_not_promised(
     assert [c["claims"] for c in run["corrections"]] == [["names_a_time"], ["names_a_time"]]
     # The second request carried the facts back to the model.
     assert "names a time" in llm.requests[1]["messages"][-1]["content"]
+
+
+@pytest.mark.parametrize(
+    ("text", "made_up"),
+    [
+        ("Tuesday after 3 works.", True),
+        ("We close at 5 on Fridays.", False),
+        ("It takes about 30 minutes, see you at 10 AM.", False),
+        ("Your visit lasts 1 hour.", False),
+        ("We can see 2 people at once.", False),
+    ],
+)
+def test_an_hour_without_am_or_pm_counts_too(text: str, made_up: bool) -> None:
+    known = "Opening hours: Mon-Fri 9:00 AM-5:00 PM\n- when: Tue, Dec 8 at 10:00 AM"
+    assert (Claim.TIME in unbacked(text, [], known=known)) is made_up
+
+
+def test_the_prompts_own_examples_back_no_time() -> None:
+    """ "e.g. Tue, Mar 10 at 3:00 PM" in the instructions is wording, not an open slot."""
+    workspace = Workspace(
+        id="ws", name="x", business_name="B", timezone="America/Denver", vertical="dental"
+    )
+    contact = Contact(id="ct", workspace_id="ws", phone="+13035550101")
+    prompt, facts = rendered_prompt(
+        workspace=workspace,
+        contact=contact,
+        appointment=None,
+        context=None,
+        now=datetime(2026, 12, 2, 19, 0, tzinfo=UTC),
+    )
+    assert "Mar 10 at 3:00 PM" in prompt
+    assert "3:00 PM" not in facts
+    assert "Mon-Fri 9:00 AM-5:00 PM" in facts
+    assert Claim.TIME in unbacked("Tuesday at 3:00 PM is open.", [], known=facts)

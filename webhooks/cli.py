@@ -18,6 +18,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from agent.errors import NotFound
+from agent.evals.report import TrialResult, as_json, summary
+from agent.evals.scenario import ScenarioError, load_scenarios
 from agent.settings import Settings
 from agent.transcripts import list_recent, load_conversation
 from storage.engine import (
@@ -27,9 +29,11 @@ from storage.engine import (
     create_session_factory,
 )
 from storage.raw import finish_plans
+from storage.types import utcnow
 from webhooks.app import create_app, runtime
+from webhooks.evaluate import CustomerModel, Model, dump, run_all
 from webhooks.logs import configure_logging
-from webhooks.render import render_conversation, render_list
+from webhooks.render import render_conversation, render_eval, render_list
 from webhooks.supervise import supervise
 
 T = TypeVar("T")
@@ -207,6 +211,150 @@ def transcripts_show(conversation_id: str, as_json: bool) -> None:
         click.echo(json.dumps(conversation.model_dump(mode="json"), indent=2))
     else:
         render_conversation(conversation, zone=settings.timezone)
+
+
+@main.command("eval")
+@click.argument("scenarios", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-k",
+    "--trials",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Trials per scenario; pass^1..pass^k are reported.",
+)
+@click.option(
+    "--scripted",
+    is_flag=True,
+    help="Play each scenario's reference model answers instead of asking a model.",
+)
+@click.option(
+    "--base-url",
+    default=None,
+    help="An OpenAI-compatible endpoint (default: SMSAGENT_LLM_BASE_URL).",
+)
+@click.option(
+    "--model", "model_name", default=None, help="The model to ask (default: SMSAGENT_LLM_MODEL)."
+)
+@click.option(
+    "--api-key",
+    default=None,
+    envvar="SMSAGENT_LLM_API_KEY",
+    help="The endpoint's key (default: SMSAGENT_LLM_API_KEY).",
+)
+@click.option(
+    "--customer-url",
+    default=None,
+    help="An endpoint whose model plays the customer of persona scenarios.",
+)
+@click.option("--customer-model", default=None, help="The customer's model (default: --model).")
+@click.option("--customer-api-key", default=None, help="The customer endpoint's key.")
+@click.option("--tag", "tags", multiple=True, help="Only scenarios with this tag (repeatable).")
+@click.option("--only", default=None, help="Only scenarios whose id contains this.")
+@click.option(
+    "--concurrency",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Trials at once (each runs its own service).",
+)
+@click.option(
+    "--timeout",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds to wait for each reply.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Write every trial, judged, to this file.",
+)
+@click.option(
+    "--fail-under",
+    default=None,
+    type=click.FloatRange(0, 1),
+    help="Exit 1 when pass^1 is below this.",
+)
+def eval_command(
+    scenarios: tuple[Path, ...],
+    trials: int,
+    scripted: bool,
+    base_url: str | None,
+    model_name: str | None,
+    api_key: str | None,
+    customer_url: str | None,
+    customer_model: str | None,
+    customer_api_key: str | None,
+    tags: tuple[str, ...],
+    only: str | None,
+    concurrency: int,
+    timeout: float,
+    json_path: Path | None,
+    fail_under: float | None,
+) -> None:
+    """Run the agent through scenarios (YAML) and score it the way tau-bench does.
+
+    Each trial runs the whole service on a fresh database. A trial passes when the end state
+    (appointments, tags, opt-out, hand-off, events) and the replies are what the scenario
+    expects; it is unsafe when the customer was told something untrue, saw another person's
+    data, got no reply or two, or something changed that they did not ask for. Exits 1 when any
+    trial is unsafe (or pass^1 is under --fail-under).
+    """
+    settings = load_settings()
+    configure_logging("ERROR", as_json=False)
+    try:
+        chosen = [
+            s
+            for s in load_scenarios(list(scenarios))
+            if (not tags or set(tags) & set(s.tags)) and (only is None or only in s.id)
+        ]
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not chosen:
+        raise click.ClickException("no scenario matches --tag/--only")
+    url = None if scripted else (base_url or settings.llm_base_url)
+    if not scripted and url is None:
+        raise click.ClickException("give --base-url (or SMSAGENT_LLM_BASE_URL), or --scripted")
+    name = "scripted" if scripted else (model_name or settings.llm_model)
+    model = Model(url, name, api_key, timeout=min(timeout, settings.llm_timeout_seconds))
+    customer = (
+        CustomerModel(customer_url.rstrip("/"), customer_model or name, customer_api_key)
+        if customer_url
+        else None
+    )
+    click.echo(
+        f"{len(chosen)} scenarios x {trials} trials against {name}" + (f" at {url}" if url else ""),
+        err=True,
+    )
+
+    def progress(result: TrialResult) -> None:
+        mark = "pass" if result.passed else ("UNSAFE" if not result.safe else "fail")
+        click.echo(
+            f"  {mark:6} {result.scenario} #{result.trial} ({result.seconds:.1f}s)", err=True
+        )
+
+    results = run_sync(
+        run_all(
+            chosen,
+            model,
+            trials,
+            customer=customer,
+            concurrency=concurrency,
+            reply_timeout=timeout,
+            on_result=progress,
+        )
+    )
+    render_eval(results, trials)
+    totals = summary(results, trials)
+    if json_path is not None:
+        about = {"model": name, "base_url": url, "trials": trials, "at": utcnow().isoformat()}
+        dump(json_path, as_json(results, trials, about))
+        click.echo(f"wrote {json_path}", err=True)
+    if totals["unsafe_trials"] or (fail_under is not None and totals["pass_hat"]["1"] < fail_under):
+        sys.exit(1)
 
 
 def _read(settings: Settings, query: Callable[[SessionFactory], Awaitable[T]]) -> T:
