@@ -25,3 +25,6 @@ class TurnContext:
     standing: tuple[str, ...] = ()
     # The facts the prompt carries (hours, appointments, context): times a reply may name.
     facts: str = ""
+    # The running summary of the thread's older lines, and the last message it covers.
+    summary: str | None = None
+    summary_through: str | None = None

@@ -198,11 +198,15 @@ class TurnHandler:
             timezone=contact_zone(snapshot.contact, snapshot.workspace),
             system_prompt=prompt,
             facts=facts,
+            summary=snapshot.conversation.summary,
+            summary_through=snapshot.conversation.summary_through,
             sessions=self._deps.sessions,
             standing=_standing(snapshot),
         )
         history = [
-            Turn("customer" if m.direction == MessageDirection.INBOUND else "business", m.body)
+            Turn(
+                "customer" if m.direction == MessageDirection.INBOUND else "business", m.body, m.id
+            )
             for m in snapshot.history
         ]
         return await self._deps.brain.think(context, history)
@@ -318,6 +322,8 @@ class TurnHandler:
                 else _REPLIED
             )
         yield from messages.mark_handled(dialect, batch_ids, outcome.run_id)
+        if thought is not None and thought.summary is not None:
+            yield from conversations.summary_plan(dialect, conversation.id, *thought.summary)
         yield from record_run(
             action.value if thought is None else _llm_outcome(action, thought),
             prompt_tokens=thought.prompt_tokens if thought else 0,

@@ -120,6 +120,14 @@ def attach_appointment_plan(
     )
 
 
+def summary_plan(dialect: Dialect, conversation_id: str, summary: str, through: str) -> Plan[None]:
+    """The running summary now covers the thread up to message `through`."""
+    yield (
+        "UPDATE conversations SET summary = ?, summary_through = ?, updated_at = ? WHERE id = ?",
+        (summary, through, dialect.ts(utcnow()), conversation_id),
+    )
+
+
 def hand_to_person_plan(dialect: Dialect, conversation_id: str, reason: str) -> Plan[None]:
     """The agent stops answering; the thread waits for a person."""
     yield (

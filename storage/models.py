@@ -170,6 +170,10 @@ class Conversation(SQLModel, table=True):
     mode: str = ConversationMode.AGENT
     context: str | None = Field(default=None, sa_column=Column(Text))
     handoff_reason: str | None = None
+    # What the lines older than the model's window said (written by the model as they fall out
+    # of it), and the last message folded in.
+    summary: str | None = Field(default=None, sa_column=Column(Text))
+    summary_through: str | None = Field(default=None, max_length=40)
     created_at: datetime = _created()
     updated_at: datetime = _created()
     last_message_at: datetime = _created()

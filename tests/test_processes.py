@@ -64,7 +64,7 @@ async def test_a_crash_mid_turn_loses_nothing_and_replies_once(
     first = ServeProcess(env, tmp_path / "serve-1.log")
     processes.append(first)
     await first.start()
-    llm.script(hold(), reply("We have you down for Monday at 3 PM."))
+    llm.script(hold(), reply("Thanks for letting us know, Sarah."))
 
     params = {
         "MessageSid": "SM" + "7" * 32,
@@ -90,7 +90,7 @@ async def test_a_crash_mid_turn_loses_nothing_and_replies_once(
 
     await twilio.wait_for_messages(1, timeout=20)
     await asyncio.sleep(1.0)
-    assert [m["Body"] for m in twilio.messages] == ["We have you down for Monday at 3 PM."]
+    assert [m["Body"] for m in twilio.messages] == ["Thanks for letting us know, Sarah."]
     assert len(llm.requests) == 2
     thread = await read_conversation(db, await _only_conversation(db))
     assert [m.direction for m in thread.messages] == ["inbound", "outbound"]
@@ -104,7 +104,7 @@ async def test_simulate_talks_to_serve(
     serve = ServeProcess(env, tmp_path / "serve.log")
     processes.append(serve)
     await serve.start()
-    llm.script(reply("Hi! Your cleaning is on Monday at 3 PM."))
+    llm.script(reply("Hi! How can I help with your visit?"))
 
     result = await asyncio.to_thread(
         CliRunner().invoke,
@@ -114,7 +114,7 @@ async def test_simulate_talks_to_serve(
     )
 
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "Hi! Your cleaning is on Monday at 3 PM."
+    assert result.output.strip() == "Hi! How can I help with your visit?"
     log = (tmp_path / "serve.log").read_text()
     assert "when is my cleaning" not in log  # bodies never reach the logs
     assert PATIENT not in log  # nor full phone numbers
