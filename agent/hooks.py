@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from agent.deps import Deps
-from storage import jobs
+from storage import events, jobs
 from storage.jobs import Lease
 from storage.models import JobStatus, Workspace
 from storage.raw import Dialect, Plan, commit_plan
@@ -128,6 +128,26 @@ class HookHandler:
         await self._settle(job, JobStatus.FAILED, error)
 
     async def _settle(self, job: Lease, status: JobStatus, error: str | None) -> None:
-        await commit_plan(
-            self._deps.engine, jobs.settle_plan(self._dialect, job, status=status, error=error)
+        """Finish the job and, when it is about a conversation, say so in its events: a request
+        the office never got must show where people look."""
+        await commit_plan(self._deps.engine, self._settled(job, status, error))
+
+    def _settled(self, job: Lease, status: JobStatus, error: str | None) -> Plan[None]:
+        if not (yield from jobs.settle_plan(self._dialect, job, status=status, error=error)):
+            return
+        data = job.payload.get("data")
+        conversation_id = data.get("conversation_id") if isinstance(data, dict) else None
+        if not conversation_id:
+            return
+        yield from events.event_plan(
+            self._dialect,
+            workspace_id=str(job.payload.get("workspace_id")),
+            conversation_id=str(conversation_id),
+            type="webhook.delivered" if status == JobStatus.DONE else "webhook.failed",
+            data={
+                "webhook_id": job.payload.get("id"),
+                "type": job.payload.get("type"),
+                "attempts": job.attempts,
+                **({"error": error[:300]} if error else {}),
+            },
         )

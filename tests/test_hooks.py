@@ -95,6 +95,45 @@ async def test_a_move_is_sent_signed_to_the_office_and_retried_until_taken(
     thread = await service.conversation(conversation_id)
     assert thread["appointment"]["status"] == "reschedule_requested"
 
+    async def recorded() -> bool:
+        thread = await service.conversation(conversation_id)
+        return "webhook.delivered" in [e["type"] for e in thread["events"]]
+
+    await wait_until(recorded, within=5, what="the delivery to be recorded")
+    thread = await service.conversation(conversation_id)
+    [delivered] = [e for e in thread["events"] if e["type"] == "webhook.delivered"]
+    assert delivered["data"]["webhook_id"] == event["id"]
+    assert delivered["data"]["attempts"] == 2
+
+
+async def test_an_endpoint_that_refuses_is_recorded_on_the_thread(
+    make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub, receiver: Receiver
+) -> None:
+    receiver.statuses = [410]
+    service = await make_service(
+        scheduling="external",
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        worker_poll_seconds=0.05,
+    )
+    conversation_id = await _started(service)
+    llm.script(
+        tool_call("reschedule_appointment", new_start=_local(TUE, 9)),
+        reply("I've asked the office to move it; they will confirm with you."),
+    )
+    await _ask(service, twilio, "can we do Tuesday at 9?", "SM" + "6" * 32, 2)
+
+    async def recorded() -> bool:
+        thread = await service.conversation(conversation_id)
+        return "webhook.failed" in [e["type"] for e in thread["events"]]
+
+    # A 410 is final: no retry, and the thread shows it.
+    await wait_until(recorded, within=10, what="the refusal to be recorded")
+    assert len(receiver.requests) == 1
+    thread = await service.conversation(conversation_id)
+    [failed] = [e for e in thread["events"] if e["type"] == "webhook.failed"]
+    assert failed["data"]["error"] == "the endpoint answered 410"
+
 
 async def test_without_a_webhook_the_move_is_still_recorded(
     make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub
