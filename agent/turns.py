@@ -98,10 +98,11 @@ def decide(
         return Action.OPT_IN
     if keyword == Keyword.HELP:
         return Action.HELP
-    if keyword == Keyword.CONFIRM and pending_confirmation(snapshot.appointment, now):
-        return Action.CONFIRM
+    # A person has the thread: a "yes" may answer their question, not the reminder.
     if snapshot.conversation.mode == ConversationMode.HUMAN:
         return Action.SILENT
+    if keyword == Keyword.CONFIRM and pending_confirmation(snapshot.appointment, now):
+        return Action.CONFIRM
     if keyword == Keyword.EMERGENCY:
         return Action.EMERGENCY
     return Action.LLM if llm else Action.HANDOFF

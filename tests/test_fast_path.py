@@ -118,6 +118,23 @@ async def test_without_a_model_a_person_follows_up(
     assert "unsubscribed" in twilio.messages[2]["Body"]
 
 
+async def test_a_yes_to_the_person_who_has_the_thread_confirms_nothing(
+    make_service: ServiceFactory, twilio: TwilioStub
+) -> None:
+    service = await make_service(llm_base_url=None)
+    _, started = await service.kickoff(**KICKOFF)
+    await service.twilio_inbound("Can someone call me about my bill?", sid="SM" + "c1" * 16)
+    await twilio.wait_for_messages(2)
+
+    # The person asks "can you do 4pm instead?" from their own phone; the customer says yes.
+    await service.twilio_inbound("Y", sid="SM" + "c2" * 16)
+    await asyncio.sleep(0.5)
+    assert len(twilio.messages) == 2
+    thread = await service.conversation(started["conversation_id"])
+    assert thread["appointment"]["status"] == "scheduled"
+    assert thread["mode"] == "human"
+
+
 async def test_natural_language_revocation_opts_out(
     service: Service, llm: ScriptedLLM, twilio: TwilioStub
 ) -> None:
