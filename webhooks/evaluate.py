@@ -367,12 +367,18 @@ class _Texter:
             ),
         )
         self._sent += 1
+        sent_at = utcnow()
         payload = {"from": self.phone, "to": OUR_NUMBER, "body": body, "id": f"EVAL{self._sent}"}
         async with self.http.post(f"{self.base}/webhooks/console/sms", json=payload) as response:
             answer = await response.json(content_type=None)
             if response.status != 200:
                 raise TrialFailed(f"the text was refused ({response.status}): {answer}")
         await self._settle(f"the reply to text {self._sent}")
+        # The prompt tells the agent the time the turn started: it may say it.
+        minute = sent_at.replace(second=0, microsecond=0)
+        while minute <= utcnow():
+            exchange.known += "\n" + format_when(minute, self.zone)
+            minute += timedelta(minutes=1)
         exchange.replies = await self._replies(answer["conversation_id"], answer["message_id"])
         self.thread.append(("customer", body))
         self.thread += [("business", sent.body) for sent in exchange.replies]
