@@ -171,6 +171,8 @@ class ConversationOut(BaseModel):
     provider: str
     context: str | None
     handoff_reason: str | None
+    # The running summary of the lines older than the model's window, when there is one.
+    summary: str | None = None
     created_at: datetime
     last_message_at: datetime
     contact: ContactOut

@@ -48,6 +48,7 @@ async def load_conversation(
         provider=conversation.provider,
         context=conversation.context,
         handoff_reason=conversation.handoff_reason,
+        summary=conversation.summary,
         created_at=conversation.created_at,
         last_message_at=conversation.last_message_at,
         contact=ContactOut.model_validate(contact, from_attributes=True),

@@ -77,6 +77,22 @@ async def test_show_renders_a_readable_timeline(
     assert "appointment: cleaning 2031-03-10 15:00:00" in out  # Denver, after DST began
 
 
+async def test_show_says_what_the_claim_check_held_back(
+    service: Service, llm: ScriptedLLM, twilio: TwilioStub, db: Database
+) -> None:
+    _, started = await service.kickoff(**KICKOFF)
+    llm.script(reply("You're confirmed!"), reply("Great news, you are confirmed!"))
+    await service.twilio_inbound("I'll try to come", sid="SM" + "6" * 32)
+    await twilio.wait_for_messages(2)
+
+    result = await _cli(db, "transcripts", "show", started["conversation_id"])
+
+    assert result.exit_code == 0, result.output
+    assert "run unbacked_claim" in result.output
+    assert 'claim check (confirmed): "You\'re confirmed!" → asked_again' in result.output
+    assert "claim check (confirmed): 'Great news, you are confirmed!' → withheld" in result.output
+
+
 async def test_list_shows_the_newest_first(
     service: Service, llm: ScriptedLLM, twilio: TwilioStub, db: Database
 ) -> None:

@@ -92,6 +92,7 @@ async def test_sixty_messages_of_history_stay_within_the_token_budget(
     print(f"prompt estimate at 60 messages of history: {tokens} tokens")
     assert tokens <= TOKEN_BUDGET
     thread = await service.conversation(started["conversation_id"])
+    assert thread["summary"] == summary  # kept on the conversation for the next turns
     # The run counts the summary's tokens too.
     assert thread["agent_runs"][0]["prompt_tokens"] > estimate_tokens(request) // 2
 

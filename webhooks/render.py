@@ -60,6 +60,8 @@ def render_conversation(conversation: ConversationOut, *, zone: str) -> None:
         )
     if conversation.context:
         console.print(f"context: {conversation.context}")
+    if conversation.summary:
+        console.print(f"summary of earlier lines: {conversation.summary}")
     cost = sum(m.cost_cents or 0 for m in conversation.messages)
     tokens = sum(r.prompt_tokens + r.completion_tokens for r in conversation.agent_runs)
     console.print(f"cost: {cost:.2f}¢ SMS, {tokens} model tokens\n")
@@ -90,6 +92,12 @@ def render_conversation(conversation: ConversationOut, *, zone: str) -> None:
             )
         for call in run.tool_calls:
             line.append(f"\n    tool {call.get('name')}({call.get('args')}) → {call.get('result')}")
+        for held in run.corrections:
+            claimed = ", ".join(held.get("claims", []))
+            line.append(
+                f"\n    claim check ({claimed}): {held.get('reply')!r} → {held.get('action')}",
+                style="yellow",
+            )
         if run.error:
             line.append(f" error={run.error}", style="red")
         timeline.append((run.started_at, 2, line))
