@@ -28,7 +28,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent.deps import Nudge
-from storage import jobs
+from storage import idempotency, jobs
 from storage.jobs import Lease
 from storage.models import JobStatus
 from storage.raw import Dialect, commit_plan
@@ -243,6 +243,8 @@ class Worker:
                     if gone < 1000:
                         break
                     await asyncio.sleep(0.05)
+                # Idempotency keys past their day go the same way.
+                await commit_plan(self._engine, idempotency.purge_plan(self._dialect))
             except Exception:
                 log.exception("worker.sweep_failed")
             if removed:

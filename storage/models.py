@@ -273,3 +273,19 @@ class Job(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = _created()
     updated_at: datetime = _created()
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A POST's Idempotency-Key, per workspace, with the first answer once there is one."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created", "created_at"),)
+
+    workspace_id: str = Field(foreign_key="workspaces.id", primary_key=True, max_length=40)
+    key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str = Field(max_length=64)
+    state: str = Field(max_length=10)  # "running" or "done"
+    locked_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    response_status: int | None = None
+    response_body: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = _created()

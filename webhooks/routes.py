@@ -6,11 +6,12 @@ from aiohttp import web
 
 from agent.settings import Settings
 from webhooks import api, inbound
+from webhooks.idempotency import idempotent
 
 
 def setup_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/healthz", api.healthz)
-    app.router.add_post("/v1/conversations", api.create_conversation)
+    app.router.add_post("/v1/conversations", idempotent(api.create_conversation))
     app.router.add_get("/v1/conversations", api.list_conversations)
     app.router.add_get("/v1/conversations/{conversation_id}", api.get_conversation)
     if settings.twilio_auth_token is not None and settings.public_url is not None:
