@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -13,16 +14,23 @@ from agent.phones import mask_phone
 from agent.schemas import AppointmentIn, KickoffRequest, KickoffResult
 from storage import appointments, contacts, conversations, events
 from storage.models import MessageAuthor
-from storage.raw import in_session
+from storage.raw import Dialect, Plan, in_session
 from storage.workspaces import get_workspace
 
 log = logging.getLogger("smsagent.kickoff")
 
 
-async def start_conversation(deps: Deps, request: KickoffRequest) -> KickoffResult:
+async def start_conversation(
+    deps: Deps,
+    request: KickoffRequest,
+    *,
+    remember: Callable[[Dialect, KickoffResult], Plan[None]] | None = None,
+) -> KickoffResult:
     """Upsert the contact and appointment, open the thread with its context, queue the text.
 
     All of it is one transaction: a refused kickoff (opted out, blocked) leaves nothing behind.
+    `remember` writes the result in that transaction too (an idempotent request's answer), so
+    the kickoff and the record of it are kept or lost together.
     """
     settings = deps.settings
     sender = request.from_ or settings.from_number
@@ -93,20 +101,24 @@ async def start_conversation(deps: Deps, request: KickoffRequest) -> KickoffResu
                 data={"source": "api", "appointment_id": appointment_id},
             ),
         )
-    message = queued.message
+        message = queued.message
+        result = KickoffResult(
+            conversation_id=conversation_id,
+            message_id=message.id,
+            status=message.status,
+            segments=message.segments,
+        )
+        if remember is not None:
+            keep = remember
+            await in_session(session, lambda d: keep(d, result))
     log.info(
         "kickoff.queued conversation_id=%s message_id=%s to=%s",
         conversation_id,
-        message.id,
+        result.message_id,
         mask_phone(contact.phone),
     )
     deps.nudge()
-    return KickoffResult(
-        conversation_id=conversation_id,
-        message_id=message.id,
-        status=message.status,
-        segments=message.segments,
-    )
+    return result
 
 
 def _appointment_fields(appointment: AppointmentIn, zone: str) -> dict[str, object]:

@@ -4,6 +4,7 @@ conversation or a second text."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +40,19 @@ async def test_a_retry_gets_the_first_answer_and_sends_nothing_twice(
     await asyncio.sleep(0.3)
     assert len(twilio.messages) == 1
     assert await count_rows(db, "conversations") == 1
+    # The answer was kept by the kickoff's own transaction, exactly as sent.
+    engine = create_engine(db.url, schema=db.schema)
+    try:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text("SELECT state, response_status, response_body FROM idempotency_keys")
+                )
+            ).one()
+    finally:
+        await engine.dispose()
+    assert (row[0], row[1]) == ("done", 201)
+    assert json.loads(row[2]) == first
 
     # Without a key, or with another, it is a new request.
     status, other, _ = await _post(service, "kick-2", KICKOFF)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 
 from aiohttp import web
 
 from agent.kickoff import start_conversation
-from agent.schemas import KickoffRequest
+from agent.schemas import KickoffRequest, KickoffResult
 from agent.transcripts import list_recent, load_conversation
 from storage.engine import ping
+from storage.raw import Dialect, Plan
 from storage.workspaces import find_workspace_by_key_hash
 from webhooks.errors import HttpError, read_json
-from webhooks.keys import DEPS, SETTINGS
+from webhooks.keys import DEPS, KEEP_ANSWER, SETTINGS, Keep
 
 _BEARER = {"WWW-Authenticate": 'Bearer realm="smsagent"'}
 
@@ -48,7 +50,15 @@ async def authenticate(request: web.Request) -> str:
 async def create_conversation(request: web.Request) -> web.Response:
     await authenticate(request)
     kickoff = KickoffRequest.model_validate(await read_json(request))
-    result = await start_conversation(request.app[DEPS], kickoff)
+    keep: Keep | None = request.get(KEEP_ANSWER)
+    remember = None
+    if keep is not None:
+        keeping = keep
+
+        def remember(dialect: Dialect, result: KickoffResult) -> Plan[None]:
+            return keeping(dialect, 201, json.dumps(result.model_dump(mode="json")))
+
+    result = await start_conversation(request.app[DEPS], kickoff, remember=remember)
     return web.json_response(result.model_dump(mode="json"), status=201)
 
 

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from storage.idempotency import Claimed, claim_plan, finish_plan, release_plan
-from storage.raw import Dialect, commit_plan
+from storage.raw import Dialect, Plan, commit_plan
 from webhooks.api import authenticate
 from webhooks.errors import HttpError
-from webhooks.keys import DEPS
+from webhooks.keys import DEPS, KEEP_ANSWER
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HEADER = "Idempotency-Key"
@@ -64,11 +64,22 @@ def idempotent(handler: Handler) -> Handler:
                 content_type="application/json",
                 headers={"Idempotent-Replayed": "true"},
             )
+        kept: list[bool] = []
+
+        def keep(d: Dialect, status: int, text: str) -> Plan[None]:
+            kept.append(True)
+            return finish_plan(d, workspace_id, key, status, text)
+
+        # A handler that writes in one transaction keeps its answer in it (see KEEP_ANSWER).
+        request[KEEP_ANSWER] = keep
         try:
             response = await handler(request)
         except BaseException:
-            await commit_plan(engine, release_plan(dialect, workspace_id, key), urgent=True)
+            if not kept:
+                await commit_plan(engine, release_plan(dialect, workspace_id, key), urgent=True)
             raise
+        if kept:
+            return response
         if isinstance(response, web.Response) and response.status < 500 and response.text:
             done = finish_plan(dialect, workspace_id, key, response.status, response.text)
             await commit_plan(engine, done, urgent=True)
