@@ -120,11 +120,14 @@ def unbacked_times(
     text: str, tool_calls: Sequence[Mapping[str, Any]], known: str
 ) -> list[frozenset[int]]:
     """Times the statements of `text` name that neither `known` nor a tool result shows."""
+    named = [t for s in _statements(text) for t in times_in(s)]
+    if not named:  # most replies name none: the instructions need not be read
+        return []
     backing = "\n".join(
         [known, *(str(c.get("result") or "") for c in tool_calls if not c.get("error"))]
     )
     seen: set[int] = set().union(*times_in(backing))
-    return [t for s in _statements(text) for t in times_in(s) if not t & seen]
+    return [t for t in named if not t & seen]
 
 
 def backed(tool_calls: Sequence[Mapping[str, Any]], standing: Iterable[str] = ()) -> set[Claim]:

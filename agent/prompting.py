@@ -63,27 +63,6 @@ def contact_zone(contact: Contact, workspace: Workspace) -> str:
     return contact.timezone or workspace.timezone
 
 
-def system_prompt(
-    *,
-    workspace: Workspace,
-    contact: Contact,
-    appointment: Appointment | None,
-    context: str | None,
-    now: datetime,
-    others: Sequence[Appointment] = (),
-    earlier: Sequence[EarlierThread] = (),
-) -> str:
-    return rendered_prompt(
-        workspace=workspace,
-        contact=contact,
-        appointment=appointment,
-        context=context,
-        now=now,
-        others=others,
-        earlier=earlier,
-    )[0]
-
-
 def rendered_prompt(
     *,
     workspace: Workspace,

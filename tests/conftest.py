@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.fakes.llm_server import ScriptedLLM
+from agent.evals.scripted import ScriptedLLM
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import Database, Service, base_settings
 

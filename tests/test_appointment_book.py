@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 
 from agent.booking import format_when
+from agent.evals.scripted import ScriptedLLM, last_system_prompt, reply, tool_call
 from storage.engine import create_engine
 from tests.conftest import ServiceFactory
-from tests.fakes.llm_server import ScriptedLLM, last_system_prompt, reply, tool_call
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import Service
 from tests.test_kickoff import KICKOFF

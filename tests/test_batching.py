@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from agent.deps import Nudge
+from agent.evals.scripted import JSONDict, ScriptedLLM, Step, hold, reply
 from agent.pacing import Places, back_to_work, wait_elsewhere
 from agent.worker import LaneSpec, Worker
 from storage import jobs
@@ -32,7 +33,6 @@ from storage.raw import Dialect, Plan, PlanQueue, WriterGate, run_plan
 from storage.types import utcnow
 from storage.workspaces import ensure_workspace
 from tests.conftest import ServiceFactory
-from tests.fakes.llm_server import JSONDict, ScriptedLLM, Step, hold, reply
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import FROM_NUMBER, PUBLIC_URL, Database, post_signed, wait_until
 from tests.processes import ServeProcess

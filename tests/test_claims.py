@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from agent.claims import Claim, backed, claims_in, unbacked
+from agent.evals.scripted import ScriptedLLM, reply, tool_call
 from agent.prompting import rendered_prompt
 from storage.models import Contact, Workspace
-from tests.fakes.llm_server import ScriptedLLM, reply, tool_call
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import Service
 from tests.test_kickoff import KICKOFF

@@ -7,7 +7,7 @@ import json
 
 from click.testing import CliRunner, Result
 
-from tests.fakes.llm_server import ScriptedLLM, reply, tool_call
+from agent.evals.scripted import ScriptedLLM, reply, tool_call
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import PATIENT, Database, Service, wait_until
 from tests.test_kickoff import KICKOFF

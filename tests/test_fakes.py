@@ -19,7 +19,7 @@ from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 from twilio.request_validator import RequestValidator
 
-from tests.fakes.llm_server import (
+from agent.evals.scripted import (
     ScriptedLLM,
     Step,
     error,

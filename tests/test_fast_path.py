@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from agent.evals.scripted import ScriptedLLM
 from tests.conftest import ServiceFactory
-from tests.fakes.llm_server import ScriptedLLM
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import Database, Service, count_rows
 from tests.test_kickoff import KICKOFF

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from agent.evals.scripted import ScriptedLLM, reply, tool_call
 from agent.hooks import sign, verify
 from tests.conftest import ServiceFactory
-from tests.fakes.llm_server import ScriptedLLM, reply, tool_call
 from tests.fakes.twilio_server import TwilioStub
-from tests.harness import wait_until
+from tests.harness import Service, wait_until
 from tests.test_appointment_book import TUE, _ask, _at, _local, _started
 
 SECRET = "whsec_0123456789abcdef"
@@ -60,22 +60,26 @@ def _their_check(body: bytes, header: str | None) -> bool:
     )
 
 
-async def test_a_move_is_sent_signed_to_the_office_and_retried_until_taken(
-    make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub, receiver: Receiver
-) -> None:
-    service = await make_service(
-        scheduling="external",
-        webhook_url=receiver.url,
-        webhook_secret=SECRET,
-        worker_poll_seconds=0.05,
-    )
+async def _move_asked(
+    make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub, url: str | None
+) -> tuple[Service, str]:
+    """An office with its own calendar (and a webhook at `url`, if given); the customer asks to
+    move their visit and the model asks the office. The service and the conversation's id."""
+    hook = {"webhook_url": url, "webhook_secret": SECRET} if url else {}
+    service = await make_service(scheduling="external", worker_poll_seconds=0.05, **hook)
     conversation_id = await _started(service)
     llm.script(
         tool_call("reschedule_appointment", new_start=_local(TUE, 9)),
         reply("I've asked the office to move it; they will confirm with you."),
     )
-
     await _ask(service, twilio, "can we do Tuesday at 9?", "SM" + "7" * 32, 2)
+    return service, conversation_id
+
+
+async def test_a_move_is_sent_signed_to_the_office_and_retried_until_taken(
+    make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub, receiver: Receiver
+) -> None:
+    service, conversation_id = await _move_asked(make_service, llm, twilio, receiver.url)
 
     async def taken() -> bool:
         return len(receiver.requests) >= 2
@@ -110,18 +114,7 @@ async def test_an_endpoint_that_refuses_is_recorded_on_the_thread(
     make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub, receiver: Receiver
 ) -> None:
     receiver.statuses = [410]
-    service = await make_service(
-        scheduling="external",
-        webhook_url=receiver.url,
-        webhook_secret=SECRET,
-        worker_poll_seconds=0.05,
-    )
-    conversation_id = await _started(service)
-    llm.script(
-        tool_call("reschedule_appointment", new_start=_local(TUE, 9)),
-        reply("I've asked the office to move it; they will confirm with you."),
-    )
-    await _ask(service, twilio, "can we do Tuesday at 9?", "SM" + "6" * 32, 2)
+    service, conversation_id = await _move_asked(make_service, llm, twilio, receiver.url)
 
     async def recorded() -> bool:
         thread = await service.conversation(conversation_id)
@@ -138,13 +131,7 @@ async def test_an_endpoint_that_refuses_is_recorded_on_the_thread(
 async def test_without_a_webhook_the_move_is_still_recorded(
     make_service: ServiceFactory, llm: ScriptedLLM, twilio: TwilioStub
 ) -> None:
-    service = await make_service(scheduling="external")
-    conversation_id = await _started(service)
-    llm.script(
-        tool_call("reschedule_appointment", new_start=_local(TUE, 9)),
-        reply("I've asked the office to move it; they will confirm with you."),
-    )
-    await _ask(service, twilio, "can we do Tuesday at 9?", "SM" + "8" * 32, 2)
+    service, conversation_id = await _move_asked(make_service, llm, twilio, None)
     thread = await service.conversation(conversation_id)
     assert thread["appointment"]["status"] == "reschedule_requested"
     assert "appointment.reschedule_requested" in [e["type"] for e in thread["events"]]

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from tests.fakes.llm_server import (
+from agent.evals.scripted import (
     ScriptedLLM,
     hold,
     last_system_prompt,

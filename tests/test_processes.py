@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from tests.fakes.llm_server import ScriptedLLM, hold, reply
+from agent.evals.scripted import ScriptedLLM, hold, reply
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import FROM_NUMBER, PATIENT, PUBLIC_URL, Database, post_signed, read_conversation
 from tests.processes import ServeProcess

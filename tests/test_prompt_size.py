@@ -8,10 +8,10 @@ import json
 import math
 from datetime import timedelta
 
+from agent.evals.scripted import ScriptedLLM, reply
 from storage.engine import create_engine, create_session_factory
 from storage.models import Message
 from storage.types import new_id, utcnow
-from tests.fakes.llm_server import ScriptedLLM, reply
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import FROM_NUMBER, PATIENT, Service
 from tests.test_kickoff import KICKOFF

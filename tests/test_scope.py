@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.fakes.llm_server import ScriptedLLM, last_system_prompt, reply, tool_call
+from agent.evals.scripted import ScriptedLLM, last_system_prompt, reply, tool_call
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import Service
 from tests.test_kickoff import KICKOFF

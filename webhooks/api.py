@@ -15,7 +15,7 @@ from storage.engine import ping
 from storage.raw import Dialect, Plan
 from storage.workspaces import find_workspace_by_key_hash
 from webhooks.errors import HttpError, read_json
-from webhooks.keys import DEPS, KEEP_ANSWER, SETTINGS, Keep
+from webhooks.keys import DEPS, KEEP_ANSWER, SETTINGS, WORKSPACE_ID, Keep
 
 _BEARER = {"WWW-Authenticate": 'Bearer realm="smsagent"'}
 
@@ -25,7 +25,9 @@ def hash_api_key(key: str) -> str:
 
 
 async def authenticate(request: web.Request) -> str:
-    """The workspace the bearer key belongs to; 401 otherwise."""
+    """The workspace the bearer key belongs to (looked up once a request); 401 otherwise."""
+    if WORKSPACE_ID in request:
+        return request[WORKSPACE_ID]
     settings = request.app[SETTINGS]
     if settings.api_key is None:
         raise HttpError(
@@ -44,6 +46,7 @@ async def authenticate(request: web.Request) -> str:
         workspace = await find_workspace_by_key_hash(session=session, key_hash=key_hash)
     if workspace is None or not hmac.compare_digest(workspace.api_key_hash or "", key_hash):
         raise HttpError(401, "unauthorized", "the API key is not valid", headers=_BEARER)
+    request[WORKSPACE_ID] = workspace.id
     return workspace.id
 
 

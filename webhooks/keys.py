@@ -17,3 +17,5 @@ Keep = Callable[[Dialect, int, str], Plan[None]]
 # On a request sent with an Idempotency-Key: where its answer is kept, so a handler that writes
 # in one transaction keeps the answer in it too (see webhooks/idempotency.py).
 KEEP_ANSWER: web.RequestKey[Keep] = web.RequestKey("keep_answer")
+# The workspace a request's API key belongs to, once looked up.
+WORKSPACE_ID: web.RequestKey[str] = web.RequestKey("workspace_id", str)

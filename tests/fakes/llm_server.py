@@ -12,43 +12,7 @@ import json
 import signal
 from pathlib import Path
 
-from agent.evals.scripted import (
-    Error,
-    Hold,
-    JSONDict,
-    Reply,
-    ScriptedLLM,
-    Step,
-    ToolCall,
-    ToolCalls,
-    error,
-    hold,
-    last_system_prompt,
-    raw_tool_call,
-    reply,
-    tool_call,
-    tool_calls,
-    tool_names,
-)
-
-__all__ = [
-    "Error",
-    "Hold",
-    "JSONDict",
-    "Reply",
-    "ScriptedLLM",
-    "Step",
-    "ToolCall",
-    "ToolCalls",
-    "error",
-    "hold",
-    "last_system_prompt",
-    "raw_tool_call",
-    "reply",
-    "tool_call",
-    "tool_calls",
-    "tool_names",
-]
+from agent.evals.scripted import ScriptedLLM, Step
 
 
 async def _serve(llm: ScriptedLLM) -> None:
