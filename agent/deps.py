@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent.providers import SmsProvider
 from agent.settings import Settings
+from agent.workspaces import NumberBook
 from storage.batching import GroupCommit
 from storage.engine import SessionFactory
 from storage.inbound import InboundRow, Stored
@@ -80,6 +81,8 @@ class Deps:
     brain: Brain | None
     nudge: Nudge
     inbound: GroupCommit[InboundRow, Stored]
+    # Which workspace each of our numbers belongs to (inbound texts are routed by it).
+    numbers: NumberBook
     dispatch: Dispatch = field(default_factory=Dispatch)
     workspace_id: str = DEFAULT_WORKSPACE_ID
 

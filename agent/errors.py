@@ -30,3 +30,15 @@ class Blocked(DomainError):
 
 class InvalidInput(DomainError):
     code = "validation_error"
+
+
+class Conflict(DomainError):
+    """The request is well formed but the thing is in a state that refuses it (sent already,
+    no consent recorded)."""
+
+    code = "conflict"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        if code is not None:
+            self.code = code

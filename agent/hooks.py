@@ -1,36 +1,110 @@
-"""Signed webhooks to the business's own systems, for what needs them to act.
+"""Signed webhooks to the business: what happened to its texts, customers and appointments.
 
-Today that is `appointment.reschedule_requested`: a workspace that keeps its calendar elsewhere
-(`scheduling = external`) is asked to move a visit, and confirms it to the customer itself.
+Each event is queued as a `hook` job in the same transaction as the change it reports, so the
+business hears of a change exactly when it is kept, even across a crash or a restart. A worker
+lane of its own sends them (a slow endpoint never holds up a reply) and retries until the
+endpoint answers 2xx; a 4xx other than 408/429 is final (the endpoint refused it). A workspace
+without a `webhook_url` queues nothing: checking costs one indexed look-up of the workspace per
+change at most, none where the change already has the workspace row at hand, and one per batch
+of inbound texts.
 
-The request is queued as a job in the same transaction as the change it reports, so it is sent
-exactly when the change is kept, and retried with backoff until the endpoint answers 2xx (a 4xx
-other than 408/429 is final: the endpoint refused it). Each request is JSON::
+Verifying a request
+-------------------
+Every request is a POST of a JSON body with the header::
 
-    {"id": "evt_…", "type": "appointment.reschedule_requested", "created_at": "…Z",
-     "workspace_id": "…", "data": {…}}
+    Smsagent-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>
 
-signed the way Stripe signs its webhooks, in a header ``Smsagent-Signature: t=<unix seconds>,
-v1=<hex HMAC-SHA256 of "<t>.<raw body>" with the workspace's webhook secret>``. The receiver
-recomputes it (`verify`), refuses a timestamp older than its tolerance, and deduplicates on
-``id`` (a retry after a lost answer sends the same id).
+The MAC is HMAC-SHA256, keyed with the workspace's webhook secret, over the bytes of the
+timestamp, a dot and the raw request body: ``f"{t}.".encode() + body``. The receiver recomputes
+it over the body exactly as received (before parsing it), compares in constant time, refuses a
+timestamp more than a few minutes from its clock (`verify` allows `TOLERANCE_SECONDS`), and
+deduplicates on the event's ``id``: a retry after a lost answer sends the same id and body, with
+a fresh signature. In Python::
+
+    parts = dict(part.split("=", 1) for part in header.split(","))
+    mac = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
+    good = hmac.compare_digest(mac.hexdigest(), parts["v1"]) and (
+        abs(time.time() - int(parts["t"])) < 300
+    )
+
+Answer 2xx once the event is kept; anything else but a 4xx has it sent again.
+
+Events arrive at least once and in no guaranteed order (a retried event may land after a later
+one): order a message's events by ``created_at`` or by its status, which only moves forward.
+
+Events and their bodies
+-----------------------
+Each body is ``{"id": "evt_…", "type": <type>, "created_at": "…Z", "workspace_id": "…",
+"data": {…}}`` with ``data`` as follows (times are ISO-8601 UTC, phones E.164):
+
+``message.sent``, ``message.delivered``, ``message.failed``
+    An outbound text was taken by the provider, reached the handset, or did not (undelivered,
+    failed, or not attempted: opted out, blocked). ``{"message_id", "conversation_id",
+    "contact_id", "direction": "outbound", "status", "from", "to", "segments", "error_code",
+    "provider", "provider_message_id", "sent_at", "delivered_at"}``; ``status`` is ``sent``,
+    ``delivered``, or for a failure the stored one (``failed``, ``undelivered``, ``canceled``).
+    A provider that reports delivery at once yields ``message.sent`` and ``message.delivered``.
+``message.received``
+    A customer's text: ``{"message_id", "conversation_id", "contact_id", "direction":
+    "inbound", "from", "to", "body", "media_urls", "provider", "provider_message_id",
+    "received_at"}``.
+``conversation.handoff``
+    The agent stopped answering; a person must take the thread: ``{"conversation_id",
+    "contact_id", "reason"}``.
+``appointment.confirmed``, ``appointment.canceled``
+    ``{"appointment_id", "external_id", "status", "starts_at", "type", "contact_id",
+    "conversation_id", "source"}`` (``source``: ``fast_path`` or ``agent``; a cancel adds
+    ``reason``).
+``appointment.reschedule_requested``
+    For a workspace that keeps its own calendar (``scheduling = external``): the customer asked
+    to move a visit; the business confirms it to them itself. ``{"appointment": {"id",
+    "external_id", "type", "starts_at", "requested_start"}, "contact": {"id", "external_id",
+    "first_name", "last_name", "phone"}, "conversation_id", "timezone"}``.
+``contact.opted_out``
+    The customer revoked consent; nothing but the confirmation of it is sent to them any more:
+    ``{"contact_id", "phone", "conversation_id", "source"}`` (``source``: ``keyword``,
+    ``natural_language`` or ``carrier``).
+
+A text sent through the Avoca-compatible API reports its status in Avoca's documented shape
+instead, signed the same way::
+
+    {"event": "sms.delivered", "message_id": "msg_…", "timestamp": "…Z",
+     "data": {"status": "delivered", "delivered_at": "…Z", "segments_sent": 1,
+              "carrier": null, "device_type": null}}
+
+(``sms.sent`` with ``sent_at``; ``sms.failed`` with ``failed_at`` and ``error_code``, and
+``segments_sent`` 0 when the text never left.)
+
+Retries
+-------
+After failed attempt n the next waits ``min(2 s × 2^(n-1), 1 h)`` (`retry_delay`; the first
+step is ``SMSAGENT_WEBHOOK_RETRY_SECONDS``): 2 s, 4 s, … 34 min, then hourly. Attempt 12 goes
+68 minutes after the first and attempts 13 to 35 hourly, so the 35th and last
+(`HOOK_ATTEMPTS`) goes about 24 h 8 min after the first. A restart loses nothing: the job
+waits in the database. Out of attempts, the job fails and the conversation's events say
+``webhook.failed`` (``webhook.delivered`` is recorded only for requests the business must act
+on, so status events do not crowd the thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 
 from agent.deps import Deps
-from storage import events, jobs
+from storage import events, jobs, messages, workspaces
+from storage.inbound import InboundRow, Stored, store_inbound
 from storage.jobs import Lease
-from storage.models import JobStatus, Workspace
+from storage.models import Appointment, JobStatus, Message, MessageStatus, Workspace
 from storage.raw import Dialect, Plan, commit_plan
 from storage.types import new_id, utcnow
 
@@ -40,7 +114,26 @@ HOOK_JOB = "hook"
 SIGNATURE_HEADER = "Smsagent-Signature"
 # How old a signed request may be when it arrives, for receivers using `verify`.
 TOLERANCE_SECONDS = 300
+# The retry schedule (see the module's docstring): about a day of attempts.
+HOOK_ATTEMPTS = 35
+FIRST_RETRY_SECONDS = 2.0
+MAX_RETRY_SECONDS = 3600.0
 _FINAL = frozenset(range(400, 500)) - {408, 429}
+
+MESSAGE_SENT = "message.sent"
+MESSAGE_DELIVERED = "message.delivered"
+MESSAGE_FAILED = "message.failed"
+MESSAGE_RECEIVED = "message.received"
+CONVERSATION_HANDOFF = "conversation.handoff"
+APPOINTMENT_CONFIRMED = "appointment.confirmed"
+APPOINTMENT_CANCELED = "appointment.canceled"
+RESCHEDULE_REQUESTED = "appointment.reschedule_requested"
+CONTACT_OPTED_OUT = "contact.opted_out"
+# Requests the business must act on: their delivery is recorded on the thread too.
+_ACTIONABLE = frozenset({RESCHEDULE_REQUESTED})
+# The API whose messages report their status in its own shape.
+AVOCA = "avoca"
+_FAILED = (MessageStatus.FAILED, MessageStatus.UNDELIVERED, MessageStatus.CANCELED)
 
 
 class HookRefused(Exception):
@@ -69,28 +162,213 @@ def verify(
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
+def retry_delay(attempt: int, first: float = FIRST_RETRY_SECONDS) -> float:
+    """Seconds to wait after failed attempt `attempt` (1 for the first)."""
+    return min(first * 2.0 ** min(attempt - 1, 40), MAX_RETRY_SECONDS)
+
+
+# --- Queueing, in the caller's transaction ------------------------------------------------------
+
+
 def hook_plan(
     dialect: Dialect, workspace: Workspace, event_type: str, data: dict[str, Any]
 ) -> Plan[str | None]:
     """Queue `event_type` for the workspace's webhook; its id, or None when none is set."""
     if not workspace.webhook_url:
         return None
+    return (yield from _queue(dialect, workspace.id, event_type, data))
+
+
+def workspace_hook_plan(
+    dialect: Dialect, workspace_id: str, event_type: str, data: dict[str, Any]
+) -> Plan[str | None]:
+    """`hook_plan` for a caller without the workspace's row: one indexed look-up first."""
+    if not (yield from workspaces.hooked_plan([workspace_id])):
+        return None
+    return (yield from _queue(dialect, workspace_id, event_type, data))
+
+
+def message_status_plan(dialect: Dialect, message_id: str) -> Plan[list[str]]:
+    """Queue what an outbound message's status, just moved forward, tells the business; the
+    ids queued (none when its workspace has no webhook: one indexed look-up)."""
+    found = yield from messages.reported_plan(message_id)
+    if found is None:
+        return []
+    message, contact_id = found
+    queued = []
+    for event_type in _status_events(message):
+        data = _message_data(message, contact_id, event_type)
+        avoca = _avoca_body(message, event_type) if message.origin == AVOCA else None
+        queued.append(
+            (yield from _queue(dialect, message.workspace_id, event_type, data, body=avoca))
+        )
+    return queued
+
+
+def store_inbound_reported(dialect: Dialect, batch: Sequence[InboundRow]) -> Plan[list[Stored]]:
+    """`store_inbound`, plus `message.received` for each new text of a workspace with a
+    webhook: one look-up of the batch's workspaces and one insert of all their events, nothing
+    per text when none of them has a webhook."""
+    stored = yield from store_inbound(dialect, batch)
+    fresh = [
+        (row, result) for row, result in zip(batch, stored, strict=True) if not result.duplicate
+    ]
+    if not fresh:
+        return stored
+    hooked = yield from workspaces.hooked_plan({row.workspace_id for row, _ in fresh})
+    if not hooked:
+        return stored
+    received = _stamp(utcnow())
+    entries = []
+    for row, result in fresh:
+        if row.workspace_id not in hooked:
+            continue
+        data = {
+            "message_id": result.message_id,
+            "conversation_id": result.conversation_id,
+            "contact_id": result.contact_id,
+            "direction": "inbound",
+            "from": row.from_number,
+            "to": row.to_number,
+            "body": row.body,
+            "media_urls": list(row.media_urls),
+            "provider": row.provider,
+            "provider_message_id": row.provider_message_id,
+            "received_at": received,
+        }
+        payload = _payload(row.workspace_id, MESSAGE_RECEIVED, data)
+        entries.append((_key(payload), payload))
+    yield from jobs.enqueue_many_plan(
+        dialect, kind=HOOK_JOB, entries=entries, max_attempts=HOOK_ATTEMPTS
+    )
+    return stored
+
+
+def appointment_data(
+    appointment: Appointment, *, status: str, conversation_id: str, source: str, **extra: Any
+) -> dict[str, Any]:
+    """An appointment event's `data`."""
+    return {
+        "appointment_id": appointment.id,
+        "external_id": appointment.external_id,
+        "status": status,
+        "starts_at": _stamp(appointment.starts_at),
+        "type": appointment.type,
+        "contact_id": appointment.contact_id,
+        "conversation_id": conversation_id,
+        "source": source,
+        **extra,
+    }
+
+
+def _queue(
+    dialect: Dialect,
+    workspace_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    body: dict[str, Any] | None = None,
+) -> Plan[str]:
+    payload = _payload(workspace_id, event_type, data, body)
+    yield from jobs.enqueue_plan(
+        dialect, kind=HOOK_JOB, key=_key(payload), payload=payload, max_attempts=HOOK_ATTEMPTS
+    )
+    return str(payload["id"])
+
+
+def _payload(
+    workspace_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The job's payload: the body to send, and what the worker needs beside it."""
     hook_id = new_id("evt")
-    body = {
+    conversation_id = data.get("conversation_id")
+    return {
         "id": hook_id,
         "type": event_type,
-        "created_at": utcnow().isoformat().replace("+00:00", "Z"),
-        "workspace_id": workspace.id,
-        "data": data,
+        "workspace_id": workspace_id,
+        "conversation_id": conversation_id,
+        "body": body
+        or {
+            "id": hook_id,
+            "type": event_type,
+            "created_at": _stamp(utcnow()),
+            "workspace_id": workspace_id,
+            "data": data,
+        },
     }
-    yield from jobs.enqueue_plan(
-        dialect, kind=HOOK_JOB, key=f"hook:{hook_id}", payload=body, max_attempts=10
+
+
+def _key(payload: dict[str, Any]) -> str:
+    return f"hook:{payload['id']}"
+
+
+def _status_events(message: Message) -> list[str]:
+    if message.status == MessageStatus.SENT:
+        return [MESSAGE_SENT]
+    if message.status == MessageStatus.DELIVERED:
+        # Straight to delivered (a provider that says so at once, or a report that beat the
+        # send's own answer): it was sent too.
+        return [MESSAGE_DELIVERED] if message.sent_at else [MESSAGE_SENT, MESSAGE_DELIVERED]
+    if message.status in _FAILED:
+        return [MESSAGE_FAILED]
+    return []
+
+
+def _message_data(message: Message, contact_id: str, event_type: str) -> dict[str, Any]:
+    status = {MESSAGE_SENT: "sent", MESSAGE_DELIVERED: "delivered"}.get(event_type, message.status)
+    return {
+        "message_id": message.id,
+        "conversation_id": message.conversation_id,
+        "contact_id": contact_id,
+        "direction": "outbound",
+        "status": status,
+        "from": message.from_number,
+        "to": message.to_number,
+        "segments": message.segments,
+        "error_code": message.error_code,
+        "provider": message.provider,
+        "provider_message_id": message.provider_message_id,
+        "sent_at": _stamp(message.sent_at),
+        "delivered_at": _stamp(message.delivered_at),
+    }
+
+
+def _avoca_body(message: Message, event_type: str) -> dict[str, Any]:
+    """Avoca's documented status webhook for a message sent through its API."""
+    kind = event_type.removeprefix("message.")
+    at = {"sent": message.sent_at, "delivered": message.delivered_at}.get(kind)
+    stamp = _stamp(at or message.updated_at)
+    reached = message.sent_at is not None or message.status in (
+        MessageStatus.DELIVERED,
+        MessageStatus.UNDELIVERED,
     )
-    return hook_id
+    data: dict[str, Any] = {
+        "status": kind,
+        f"{kind}_at": stamp,
+        "segments_sent": message.segments if reached else 0,
+        "carrier": None,
+        "device_type": None,
+    }
+    if kind == "failed":
+        data["error_code"] = message.error_code
+    return {"event": f"sms.{kind}", "message_id": message.id, "timestamp": stamp, "data": data}
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- Sending ----------------------------------------------------------------------------------
 
 
 class HookHandler:
-    """Runs `hook` jobs: one signed POST to the workspace's webhook URL."""
+    """Runs `hook` jobs: one signed POST to the workspace's webhook URL, retried on the
+    schedule above."""
 
     def __init__(self, deps: Deps, http: aiohttp.ClientSession) -> None:
         self._deps = deps
@@ -103,29 +381,68 @@ class HookHandler:
         if workspace is None or not workspace.webhook_url or not workspace.webhook_secret:
             await self._settle(job, JobStatus.FAILED, "the workspace has no webhook any more")
             return
-        body = json.dumps(job.payload, separators=(",", ":")).encode()
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(workspace.webhook_secret, body),
-            "User-Agent": "smsagent-webhooks",
-        }
         try:
-            async with self._http.post(workspace.webhook_url, data=body, headers=headers) as answer:
-                status = answer.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise HookRefused(f"{type(exc).__name__} from the webhook endpoint") from exc
+            status = await self._post(workspace.webhook_url, workspace.webhook_secret, job)
+        except HookRefused as exc:
+            await self._again(job, str(exc))
+            return
         if status in _FINAL:
             log.warning("hook.refused id=%s status=%d", job.payload.get("id"), status)
             await self._settle(job, JobStatus.FAILED, f"the endpoint answered {status}")
             return
-        if not 200 <= status < 300:
-            raise HookRefused(f"the endpoint answered {status}")
-        log.info("hook.delivered id=%s type=%s", job.payload.get("id"), job.payload.get("type"))
+        log.info(
+            "hook.delivered id=%s type=%s attempt=%d",
+            job.payload.get("id"),
+            job.payload.get("type"),
+            job.attempts,
+        )
         await self._settle(job, JobStatus.DONE, None)
 
     async def exhausted(self, job: Lease, error: str) -> None:
         log.error("hook.gave_up id=%s error=%s", job.payload.get("id"), error)
         await self._settle(job, JobStatus.FAILED, error)
+
+    async def _post(self, url: str, secret: str, job: Lease) -> int:
+        """The endpoint's answer to one signed POST; HookRefused when it must be tried again."""
+        # Jobs queued before the payload carried its body are the body themselves.
+        body = json.dumps(job.payload.get("body", job.payload), separators=(",", ":")).encode()
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(secret, body),
+            "User-Agent": "smsagent-webhooks",
+        }
+        try:
+            async with self._http.post(url, data=body, headers=headers) as answer:
+                status = answer.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise HookRefused(f"{type(exc).__name__} from the webhook endpoint") from exc
+        if status not in _FINAL and not 200 <= status < 300:
+            raise HookRefused(f"the endpoint answered {status}")
+        return status
+
+    async def _again(self, job: Lease, error: str) -> None:
+        if job.attempts >= job.max_attempts:
+            await self.exhausted(job, error)
+            return
+        delay = retry_delay(job.attempts, self._deps.settings.webhook_retry_seconds)
+        await commit_plan(
+            self._deps.engine,
+            jobs.settle_plan(
+                self._dialect,
+                job,
+                status=JobStatus.QUEUED,
+                error=error,
+                run_at=utcnow() + timedelta(seconds=delay),
+            ),
+        )
+        log.warning(
+            "hook.retry id=%s attempt=%d delay_s=%.1f error=%s",
+            job.payload.get("id"),
+            job.attempts,
+            delay,
+            error,
+        )
+        self._deps.nudge(HOOK_JOB, due_at=asyncio.get_running_loop().time() + delay)
 
     async def _settle(self, job: Lease, status: JobStatus, error: str | None) -> None:
         """Finish the job and, when it is about a conversation, say so in its events: a request
@@ -135,8 +452,13 @@ class HookHandler:
     def _settled(self, job: Lease, status: JobStatus, error: str | None) -> Plan[None]:
         if not (yield from jobs.settle_plan(self._dialect, job, status=status, error=error)):
             return
+        event_type = job.payload.get("type")
+        if status == JobStatus.DONE and event_type not in _ACTIONABLE:
+            return
+        conversation_id = job.payload.get("conversation_id")
         data = job.payload.get("data")
-        conversation_id = data.get("conversation_id") if isinstance(data, dict) else None
+        if conversation_id is None and isinstance(data, dict):
+            conversation_id = data.get("conversation_id")
         if not conversation_id:
             return
         yield from events.event_plan(
@@ -146,7 +468,7 @@ class HookHandler:
             type="webhook.delivered" if status == JobStatus.DONE else "webhook.failed",
             data={
                 "webhook_id": job.payload.get("id"),
-                "type": job.payload.get("type"),
+                "type": event_type,
                 "attempts": job.attempts,
                 **({"error": error[:300]} if error else {}),
             },

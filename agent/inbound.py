@@ -38,9 +38,10 @@ class Accepted:
 async def accept_inbound(deps: Deps, inbound: InboundSms) -> Accepted:
     """Store the text and its turn job durably; a repeated delivery changes nothing."""
     settings = deps.settings
+    workspace_id = await deps.numbers.workspace_for(inbound.to_number)
     stored = await deps.inbound.submit(
         InboundRow(
-            workspace_id=deps.workspace_id,
+            workspace_id=workspace_id,
             provider=inbound.provider,
             provider_message_id=inbound.provider_message_id,
             from_number=inbound.from_number,

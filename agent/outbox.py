@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from agent import hooks
 from agent.composer import (
     ComposedSms,
     compose_sms,
@@ -77,12 +78,18 @@ def queue_text_plan(
     agent_run_id: str | None = None,
     composed: ComposedSms | None = None,
     lease: tuple[str, float] | None = None,
+    media_urls: Sequence[str] = (),
+    message_type: str | None = None,
+    origin: str | None = None,
+    send_at: datetime | None = None,
+    message_id: str | None = None,
 ) -> Plan[Queued]:
     """Queue a text for delivery: the message, its send job, the thread's clock.
 
     Model text arrives `composed` (markdown stripped, links allow-listed, segment budget kept);
     text from the business or a person is sent as written, only normalised to GSM-7.
     With `lease` (token, seconds) the send job is born leased to the caller, who sends at once.
+    With `send_at` the message is `scheduled` and its send job falls due then.
     """
     if composed is not None:
         body, encoding, segments = composed.body, composed.encoding, composed.segments
@@ -103,6 +110,11 @@ def queue_text_plan(
         encoding=str(encoding),
         cost_cents=estimate_cost(segments, per_segment_cents=settings.sms_cost_per_segment_cents),
         agent_run_id=agent_run_id,
+        media_urls=media_urls,
+        message_type=message_type,
+        origin=origin,
+        send_at=send_at,
+        message_id=message_id,
     )
     job_id = yield from jobs.enqueue_plan(
         dialect,
@@ -111,6 +123,7 @@ def queue_text_plan(
         payload={"message_id": message.id},
         max_attempts=settings.job_max_attempts,
         lease=lease,
+        run_at=send_at,
     )
     yield from conversations.touch(dialect, conversation_id)
     return Queued(message, job_id)
@@ -136,6 +149,7 @@ class SendHandler:
         )
         if outbound is None or outbound.status not in (
             MessageStatus.QUEUED,
+            MessageStatus.SCHEDULED,
             MessageStatus.SENDING,
         ):
             # Gone, or settled already (a job re-run after its outcome was stored).
@@ -165,10 +179,12 @@ class SendHandler:
             await self._failed(job, outbound, exc)
             return
         status = MessageStatus(result.status) if result.status in _KNOWN else None
-        await commit_plan(
+        reported = await commit_plan(
             deps.engine,
             self._settled(job, outbound.id, status or MessageStatus.SENT, result),
         )
+        if reported:
+            deps.nudge(hooks.HOOK_JOB)
         log.info(
             "sms.sent message_id=%s conversation_id=%s provider=%s provider_id=%s to=%s",
             outbound.id,
@@ -180,11 +196,17 @@ class SendHandler:
 
     def _settled(
         self, job: Lease, message_id: str, status: MessageStatus, result: SendResult
-    ) -> Plan[None]:
-        yield from messages.advance_status_plan(
-            self._dialect, message_id, status, provider_message_id=result.provider_message_id
-        )
+    ) -> Plan[list[str]]:
+        """Store the outcome and queue the webhooks it makes; their ids."""
+        reported: list[str] = []
+        if (
+            yield from messages.advance_status_plan(
+                self._dialect, message_id, status, provider_message_id=result.provider_message_id
+            )
+        ):
+            reported = yield from hooks.message_status_plan(self._dialect, message_id)
         yield from jobs.settle_plan(self._dialect, job)
+        return reported
 
     async def exhausted(self, job: Lease, error: str) -> None:
         message = await _read_message(self._deps, str(job.payload["message_id"]))
@@ -240,6 +262,19 @@ class SendHandler:
                     data={"source": "carrier", "code": exc.code},
                 )
             )
+            before.append(
+                hooks.workspace_hook_plan(
+                    dialect,
+                    outbound.workspace_id,
+                    hooks.CONTACT_OPTED_OUT,
+                    {
+                        "contact_id": outbound.contact_id,
+                        "phone": outbound.to_number,
+                        "conversation_id": outbound.conversation_id,
+                        "source": "carrier",
+                    },
+                )
+            )
         await self._give_up(
             job, outbound.id, outbound.conversation_id, exc.code or "error", exc.message, before
         )
@@ -269,12 +304,16 @@ class SendHandler:
         def plan() -> Plan[None]:
             for step in before:
                 yield from step
-            yield from messages.advance_status_plan(
-                dialect, message_id, status, error_code=code, error_message=reason
-            )
+            if (
+                yield from messages.advance_status_plan(
+                    dialect, message_id, status, error_code=code, error_message=reason
+                )
+            ):
+                yield from hooks.message_status_plan(dialect, message_id)
             yield from jobs.settle_plan(dialect, job)
 
         await commit_plan(self._deps.engine, plan())
+        self._deps.nudge(hooks.HOOK_JOB)
         log.warning(
             "sms.not_sent message_id=%s conversation_id=%s code=%s",
             message_id,

@@ -7,7 +7,7 @@ prompt as data. The customer's own words never do: they reach the model only as 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from importlib import resources
@@ -15,6 +15,7 @@ from string import Template
 from zoneinfo import ZoneInfo
 
 from agent.booking import DEFAULT_HOURS, Hours, format_when
+from agent.templates import render_lenient
 from storage.conversations import EarlierThread
 from storage.models import Appointment, Contact, Scheduling, Workspace
 
@@ -207,3 +208,9 @@ def reply_text(
         first_name_comma=f", {first}" if first else "",
         appointment=what,
     )
+
+
+def greeting_text(*, business_name: str, variables: Mapping[str, object]) -> str:
+    """The agent's first text when a conversation is started without one (`greeting.txt`,
+    filled from the caller's parameters; a parameter not given is left out)."""
+    return render_lenient(_text("greeting.txt"), {**variables, "business_name": business_name})

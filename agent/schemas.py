@@ -6,12 +6,20 @@ Table rows never leave the service as they are; `*Out` models choose what is sho
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from agent.phones import InvalidPhoneNumber, normalize_phone
+from storage.models import MessageType
 
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
@@ -24,6 +32,21 @@ def _zone(value: str | None) -> str | None:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone {value!r}") from exc
     return value
+
+
+def _offset_required(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("give the time with its UTC offset, e.g. 2026-03-10T15:00:00-06:00")
+    return value
+
+
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value) > 2000 or " " in value:
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+HttpUrlText = Annotated[str, AfterValidator(_url)]
 
 
 def _phone(value: str) -> str:
@@ -45,6 +68,9 @@ class ContactIn(BaseModel):
     custom_fields: dict[str, str | int | float | bool | None] = Field(
         default_factory=dict, max_length=50
     )
+    # True records the contact's consent to marketing texts (needed for `marketing`); False
+    # withdraws it; left out, it stays as it was.
+    marketing_consent: bool | None = None
 
     @field_validator("date_of_birth", mode="before")
     @classmethod
@@ -78,12 +104,28 @@ class AppointmentIn(BaseModel):
         return self
 
 
+Variables = dict[str, str | int | float | bool | None]
+
+
 class KickoffRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
 
     to: str = Field(description="E.164 or any US format")
-    from_: str | None = Field(default=None, alias="from")
-    message: str = Field(min_length=1, max_length=1600)
+    from_: str | None = Field(
+        default=None,
+        alias="from",
+        description="one of the workspace's numbers (default: its first)",
+    )
+    message: str | None = Field(default=None, min_length=1, max_length=1600)
+    template: str | None = Field(
+        default=None, max_length=64, description="a template id, instead of `message`"
+    )
+    variables: Variables = Field(default_factory=dict, max_length=50)
+    message_type: MessageType = MessageType.CONVERSATIONAL
+    media_urls: list[HttpUrlText] = Field(default_factory=list, max_length=10)
+    send_at: datetime | None = Field(
+        default=None, description="send later (ISO 8601 with offset); quiet hours still apply"
+    )
     contact: ContactIn = Field(default_factory=ContactIn)
     appointment: AppointmentIn | None = None
     context: str | None = Field(default=None, max_length=2000)
@@ -93,12 +135,24 @@ class KickoffRequest(BaseModel):
     def _e164(cls, value: str | None) -> str | None:
         return None if value is None else _phone(value)
 
+    @field_validator("send_at")
+    @classmethod
+    def _with_offset(cls, value: datetime | None) -> datetime | None:
+        return _offset_required(value)
+
+    @model_validator(mode="after")
+    def _one_text(self) -> KickoffRequest:
+        if (self.message is None) == (self.template is None):
+            raise ValueError("give either message or template")
+        return self
+
 
 class KickoffResult(BaseModel):
     conversation_id: str
     message_id: str
-    status: str
+    status: str = Field(description="queued, or scheduled (see send_at)")
     segments: int
+    send_at: datetime | None = None
 
 
 class ContactOut(BaseModel):
@@ -139,6 +193,9 @@ class MessageOut(BaseModel):
     created_at: datetime
     sent_at: datetime | None
     delivered_at: datetime | None
+    media_urls: list[str] = Field(default_factory=list)
+    message_type: str | None = None
+    send_at: datetime | None = None
 
 
 class EventOut(BaseModel):
@@ -190,6 +247,181 @@ class ConversationListItem(BaseModel):
     contact_name: str | None
     message_count: int
     last_message_at: datetime
+
+
+class ConversationQuery(BaseModel):
+    """What `GET /v1/conversations` filters on (all optional), and its page."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    status: Literal["open", "pending", "closed"] | None = None
+    mode: Literal["agent", "human"] | None = None
+    tag: str | None = Field(default=None, min_length=1, max_length=100)
+    phone: str | None = Field(default=None, description="any format")
+    updated_since: datetime | None = Field(
+        default=None, description="ISO 8601 with an offset: threads changed at or after it"
+    )
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(
+        default=None, max_length=200, description="`next_cursor` of the page before"
+    )
+
+    @field_validator("phone")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        return None if value is None else _phone(value)
+
+    @field_validator("updated_since", mode="before")
+    @classmethod
+    def _plus_kept(cls, value: Any) -> Any:
+        # An unescaped "+" in a query string arrives as a space.
+        return value.replace(" ", "+") if isinstance(value, str) else value
+
+    @field_validator("updated_since")
+    @classmethod
+    def _with_offset(cls, value: datetime | None) -> datetime | None:
+        return _offset_required(value)
+
+
+class ConversationListPage(BaseModel):
+    data: list[ConversationListItem]
+    # Pass as `cursor` for the next page; None on the last one.
+    next_cursor: str | None = None
+
+
+class MessageRequest(BaseModel):
+    """A text to a phone: it continues the live thread with them, or opens one."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+
+    to: str = Field(description="E.164 or any US format")
+    from_: str | None = Field(
+        default=None,
+        alias="from",
+        description="one of the workspace's numbers (default: its first)",
+    )
+    message: str | None = Field(default=None, min_length=1, max_length=1600)
+    template: str | None = Field(default=None, max_length=64)
+    variables: Variables = Field(default_factory=dict, max_length=50)
+    message_type: MessageType = MessageType.CONVERSATIONAL
+    media_urls: list[HttpUrlText] = Field(default_factory=list, max_length=10)
+    send_at: datetime | None = None
+    contact: ContactIn = Field(default_factory=ContactIn)
+
+    @field_validator("to", "from_")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        return None if value is None else _phone(value)
+
+    @field_validator("send_at")
+    @classmethod
+    def _with_offset(cls, value: datetime | None) -> datetime | None:
+        return _offset_required(value)
+
+    @model_validator(mode="after")
+    def _one_text(self) -> MessageRequest:
+        if (self.message is None) == (self.template is None):
+            raise ValueError("give either message or template")
+        return self
+
+
+class MessageSent(BaseModel):
+    message_id: str
+    conversation_id: str
+    status: str = Field(description="queued, or scheduled (see send_at)")
+    segments: int
+    cost_cents: float | None
+    send_at: datetime | None = None
+
+
+class MessageDetail(MessageOut):
+    conversation_id: str
+    from_number: str
+    to_number: str
+
+
+class HumanReply(BaseModel):
+    """A person's reply in a thread: it is sent as written and the agent stops answering."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    message: str = Field(min_length=1, max_length=1600)
+    author_name: str | None = Field(default=None, max_length=100)
+    media_urls: list[HttpUrlText] = Field(default_factory=list, max_length=10)
+
+
+class ConversationPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["open", "closed"] | None = None
+    mode: Literal["agent", "human"] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ConversationPatch:
+        if self.status is None and self.mode is None:
+            raise ValueError("give status and/or mode")
+        return self
+
+
+class ConversationState(BaseModel):
+    id: str
+    status: str
+    mode: str
+    handoff_reason: str | None
+
+
+class TemplateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_\-]{1,64}$",
+        description="your id for it (default: a new tmpl_ id)",
+    )
+    name: str | None = Field(default=None, max_length=100)
+    body: str = Field(min_length=1, max_length=1600)
+
+
+class TemplateUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str | None = Field(default=None, max_length=100)
+    body: str = Field(min_length=1, max_length=1600)
+
+
+class TemplateOut(BaseModel):
+    id: str
+    name: str | None
+    body: str
+    variables: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class TemplateList(BaseModel):
+    data: list[TemplateOut]
+
+
+class WorkspaceIn(BaseModel):
+    """A new workspace, as `smsagent workspaces create` takes it."""
+
+    name: str = Field(min_length=1, max_length=100)
+    vertical: Literal["dental", "home_services", "generic"] = "generic"
+    timezone: str
+    numbers: list[str] = Field(default_factory=list, max_length=20)
+    business_name: str | None = Field(default=None, max_length=100)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        zone = _zone(value)
+        assert zone is not None
+        return zone
+
+    @field_validator("numbers")
+    @classmethod
+    def _e164_all(cls, values: list[str]) -> list[str]:
+        return list(dict.fromkeys(_phone(v) for v in values))
 
 
 def _aware(moment: datetime) -> bool:

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.booking import DEFAULT_HOURS, Hours
 from agent.phones import InvalidPhoneNumber, normalize_phone
+from agent.quiet import parse_window
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/smsagent.db"
 
@@ -36,6 +37,10 @@ class Settings(BaseSettings):
     database_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     api_key: SecretStr | None = None
+    # Each API credential (a key, an Avaamo channel; without one, the client's address) may send
+    # `burst` requests at once, then `rate_per_second` on average; past that it is answered 429.
+    api_rate_per_second: float = Field(default=20.0, gt=0)
+    api_rate_burst: int = Field(default=40, ge=1)
 
     business_name: str = "our office"
     vertical: Vertical = "generic"
@@ -49,10 +54,16 @@ class Settings(BaseSettings):
     # Kinds of visit and their length in minutes, e.g. '{"cleaning": 60, "checkup": 30}': the
     # book finds times long enough for each; any other visit takes 30 minutes.
     appointment_types: dict[str, int] = Field(default_factory=dict)
-    # The business's own endpoint for events that need it (a move to confirm when it keeps its
-    # own calendar), and the secret each request is signed with (see agent/hooks.py).
+    # The business's own endpoint for what happens to its texts, customers and appointments,
+    # and the secret each request is signed with (events and the recipe: agent/hooks.py).
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
+    # The wait after a webhook's first failed attempt; it doubles each time, up to an hour.
+    webhook_retry_seconds: float = Field(default=2.0, gt=0)
+
+    # When texts the business starts may reach people, in their own time zone ("00:00-24:00":
+    # any time). Outside it they wait for the next opening; alerts and replies do not wait.
+    send_window: str = "08:00-20:00"
 
     sms_provider: ProviderName = "console"
     from_number: str = "+15550000000"
@@ -82,6 +93,8 @@ class Settings(BaseSettings):
     # sends wait on the provider. A ready reply never waits for a turn slot.
     worker_turns: int = Field(default=1000, ge=1, le=10_000)
     worker_sends: int = Field(default=100, ge=1, le=1_000)
+    # Webhooks to the business, in a lane of their own: a slow endpoint never holds up a reply.
+    worker_hooks: int = Field(default=50, ge=1, le=1_000)
     # Turns at work at once (not waiting on the model); the rest wait in line, so under a rush
     # turns finish in the order they started rather than all together at the end.
     worker_turns_at_work: int = Field(default=32, ge=1, le=1_000)
@@ -137,6 +150,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _hours_make_sense(self) -> Settings:
         Hours.parse(self.business_hours, self.closed_days)
+        parse_window(self.send_window)
         for name, minutes in self.appointment_types.items():
             if not name.strip() or not 5 <= minutes <= 8 * 60:
                 raise ValueError(

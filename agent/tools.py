@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from langchain.tools import ToolRuntime, tool
@@ -65,6 +66,17 @@ async def confirm_appointment(runtime: Runtime, appointment_id: str | None = Non
             lambda d: appointments.status_plan(d, target, AppointmentStatus.CONFIRMED),
         )
         await _record(ctx, session, "appointment.confirmed", {"appointment_id": appointment.id})
+        await _tell(
+            ctx,
+            session,
+            hooks.APPOINTMENT_CONFIRMED,
+            hooks.appointment_data(
+                appointment,
+                status=AppointmentStatus.CONFIRMED,
+                conversation_id=ctx.conversation_id,
+                source="agent",
+            ),
+        )
     return "Confirmed. Tell the customer their appointment is confirmed."
 
 
@@ -320,6 +332,18 @@ async def cancel_appointment(
             "appointment.canceled",
             {"appointment_id": appointment.id, "reason": _clip(reason, 300)},
         )
+        await _tell(
+            ctx,
+            session,
+            hooks.APPOINTMENT_CANCELED,
+            hooks.appointment_data(
+                appointment,
+                status=AppointmentStatus.CANCELED,
+                conversation_id=ctx.conversation_id,
+                source="agent",
+                reason=_clip(reason, 300),
+            ),
+        )
     return "Canceled. Tell the customer it is canceled and they can text to book again."
 
 
@@ -336,6 +360,16 @@ async def handoff_to_human(reason: str, runtime: Runtime) -> str:
             session, lambda d: conversations.hand_to_person_plan(d, ctx.conversation_id, reason)
         )
         await _record(ctx, session, "conversation.handoff", {"reason": reason})
+        await _tell(
+            ctx,
+            session,
+            hooks.CONVERSATION_HANDOFF,
+            {
+                "conversation_id": ctx.conversation_id,
+                "contact_id": ctx.contact_id,
+                "reason": reason,
+            },
+        )
     return "A person will take over. Tell the customer someone will follow up shortly."
 
 
@@ -412,6 +446,11 @@ async def _record(
             revenue=revenue,
         ),
     )
+
+
+async def _tell(ctx: TurnContext, session: AsyncSession, type: str, data: dict[str, Any]) -> None:
+    """Queue a webhook to the business with the change, when it has one."""
+    await in_session(session, lambda d: hooks.workspace_hook_plan(d, ctx.workspace_id, type, data))
 
 
 async def _book(

@@ -16,6 +16,7 @@ from agent.schemas import (
     MessageOut,
 )
 from storage import appointments, contacts, conversations, events, messages
+from storage.conversations import ConversationFilter
 from storage.engine import SessionFactory
 
 
@@ -74,11 +75,16 @@ async def load_conversation(
 
 
 async def list_recent(
-    *, sessions: SessionFactory, workspace_id: str | None = None, limit: int = 50, offset: int = 0
+    *,
+    sessions: SessionFactory,
+    workspace_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    where: ConversationFilter | None = None,
 ) -> list[ConversationListItem]:
     async with sessions() as session:
         rows = await conversations.list_conversations(
-            session=session, workspace_id=workspace_id, limit=limit, offset=offset
+            session=session, workspace_id=workspace_id, limit=limit, offset=offset, where=where
         )
     return [
         ConversationListItem(

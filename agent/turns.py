@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from agent import hooks
 from agent.brain import Thought, Turn
 from agent.claims import Claim
 from agent.composer import ComposedSms
@@ -355,10 +356,31 @@ class TurnHandler:
                 data=dict(data),
             )
 
+        def handed_off(reason: str) -> Plan[None]:
+            yield from conversations.hand_to_person_plan(dialect, conversation.id, reason)
+            yield from event("conversation.handoff", reason=reason)
+            yield from hooks.hook_plan(
+                dialect,
+                workspace,
+                hooks.CONVERSATION_HANDOFF,
+                {"conversation_id": conversation.id, "contact_id": contact.id, "reason": reason},
+            )
+
         if action == Action.OPT_OUT:
             source = "natural_language" if classification.natural_language else "keyword"
             yield from contacts.opt_out_plan(dialect, contact.id, opted_out=True, source=source)
             yield from event("contact.opted_out", source=source, matched=classification.matched)
+            yield from hooks.hook_plan(
+                dialect,
+                workspace,
+                hooks.CONTACT_OPTED_OUT,
+                {
+                    "contact_id": contact.id,
+                    "phone": contact.phone,
+                    "conversation_id": conversation.id,
+                    "source": source,
+                },
+            )
             return reply_text("opt_out", workspace=workspace)
         if action == Action.OPT_IN:
             yield from contacts.opt_out_plan(dialect, contact.id, opted_out=False, source="keyword")
@@ -374,6 +396,17 @@ class TurnHandler:
             yield from event(
                 "appointment.confirmed", appointment_id=appointment.id, source="fast_path"
             )
+            yield from hooks.hook_plan(
+                dialect,
+                workspace,
+                hooks.APPOINTMENT_CONFIRMED,
+                hooks.appointment_data(
+                    appointment,
+                    status=AppointmentStatus.CONFIRMED,
+                    conversation_id=conversation.id,
+                    source="fast_path",
+                ),
+            )
             return reply_text(
                 "confirmed",
                 workspace=workspace,
@@ -383,9 +416,8 @@ class TurnHandler:
             )
         if action == Action.EMERGENCY:
             reason = f"emergency: {classification.matched}"[:300]
-            yield from conversations.hand_to_person_plan(dialect, conversation.id, reason)
             yield from event("conversation.emergency", matched=classification.matched)
-            yield from event("conversation.handoff", reason=reason)
+            yield from handed_off(reason)
             return reply_text("emergency", workspace=workspace, language=language)
         if action == Action.HANDOFF:
             reason = (
@@ -393,8 +425,7 @@ class TurnHandler:
             )
             if thought is not None and _withheld(thought):
                 reason = "the agent's reply claimed what had not happened"
-            yield from conversations.hand_to_person_plan(dialect, conversation.id, reason)
-            yield from event("conversation.handoff", reason=reason)
+            yield from handed_off(reason)
             return reply_text("handoff", workspace=workspace, language=language)
         if action == Action.LLM and thought is not None:
             return thought.reply

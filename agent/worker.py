@@ -1,12 +1,13 @@
 """The worker: leases due jobs from the database in batches and runs them, lane by lane.
 
 Jobs come from the database, never from memory, so a restart loses none: a job whose worker died
-is taken again once its lease lapses. Each lane (turns, sends) leases only its own kinds and has
-its own bound on jobs in flight, so a reply ready to go never waits behind turns waiting on the
-model. Turns are mostly waiting on the network, so a lane holds hundreds at once; what bounds
-them is memory and the model's own limit, set where the model is called. While texts arrive
-faster than a busy clinic's rush (`yield_to`), each lane starts only a trickle of new jobs: the
-webhooks get the process, and nothing waiting starves.
+is taken again once its lease lapses. Each lane (turns, sends, webhooks to the business) leases
+only its own kinds and has its own bound on jobs in flight, so a reply ready to go never waits
+behind turns waiting on the model, nor behind a slow webhook endpoint. Turns are mostly waiting
+on the network, so a lane holds hundreds at once; what bounds them is memory and the model's own
+limit, set where the model is called. While texts arrive faster than a busy clinic's rush
+(`yield_to`), each lane starts only a trickle of new jobs: the webhooks get the process, and
+nothing waiting starves.
 
 One heartbeat renews every lease this worker holds in one statement. A handler that raises is
 retried with backoff, and one out of attempts is handed to its `exhausted`. Jobs done a while

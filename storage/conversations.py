@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, update
+from sqlalchemy import String, and_, cast, func, insert, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -184,27 +185,85 @@ class ConversationSummary:
     message_count: int
 
 
+@dataclass(frozen=True)
+class ConversationFilter:
+    status: str | None = None
+    mode: str | None = None
+    tag: str | None = None
+    phone: str | None = None
+    updated_since: datetime | None = None
+    # Keyset: threads older than this (last_message_at, id), newest first.
+    before: tuple[datetime, str] | None = None
+
+
 async def list_conversations(
-    *, session: AsyncSession, workspace_id: str | None = None, limit: int = 50, offset: int = 0
+    *,
+    session: AsyncSession,
+    workspace_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    where: ConversationFilter | None = None,
 ) -> list[ConversationSummary]:
     """Newest activity first, with the contact and how many messages each thread holds."""
-    counts = (
-        select(Message.conversation_id, func.count().label("n"))
-        .group_by(col(Message.conversation_id))
-        .subquery()
-    )
     statement = (
-        select(Conversation, Contact, func.coalesce(counts.c.n, 0))
+        select(Conversation, Contact)
         .join(Contact, col(Contact.id) == col(Conversation.contact_id))
-        .outerjoin(counts, counts.c.conversation_id == col(Conversation.id))
         .order_by(col(Conversation.last_message_at).desc(), col(Conversation.id).desc())
         .limit(limit)
         .offset(offset)
     )
     if workspace_id is not None:
         statement = statement.where(Conversation.workspace_id == workspace_id)
-    result = await session.exec(statement)
-    return [ConversationSummary(conv, contact, int(n)) for conv, contact, n in result]
+    f = where or ConversationFilter()
+    if f.status is not None:
+        statement = statement.where(Conversation.status == f.status)
+    if f.mode is not None:
+        statement = statement.where(Conversation.mode == f.mode)
+    if f.phone is not None:
+        statement = statement.where(Contact.phone == f.phone)
+    if f.updated_since is not None:
+        statement = statement.where(col(Conversation.updated_at) >= f.updated_since)
+    if f.tag is not None:
+        # Tags are a JSON list of strings, written compactly by us: the tag's JSON text is in
+        # it exactly when the tag is.
+        needle = json.dumps(f.tag).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        statement = statement.where(
+            cast(col(Contact.tags), String).like(f"%{needle}%", escape="\\")
+        )
+    if f.before is not None:
+        moment, ident = f.before
+        statement = statement.where(
+            or_(
+                col(Conversation.last_message_at) < moment,
+                and_(col(Conversation.last_message_at) == moment, col(Conversation.id) < ident),
+            )
+        )
+    rows = list((await session.exec(statement)).all())
+    counts: dict[str, int] = {}
+    if rows:
+        found = await session.exec(
+            select(Message.conversation_id, func.count())
+            .where(col(Message.conversation_id).in_([c.id for c, _ in rows]))
+            .group_by(col(Message.conversation_id))
+        )
+        counts = {conversation_id: int(n) for conversation_id, n in found}
+    return [ConversationSummary(conv, contact, counts.get(conv.id, 0)) for conv, contact in rows]
+
+
+def set_state_plan(
+    dialect: Dialect, conversation_id: str, *, status: str | None, mode: str | None
+) -> Plan[None]:
+    """Close or reopen the thread, or hand it between the agent and people."""
+    sets, params = ["updated_at = ?"], [dialect.ts(utcnow())]
+    if status is not None:
+        sets.append("status = ?")
+        params.append(status)
+    if mode is not None:
+        sets.append("mode = ?")
+        params.append(mode)
+        if mode == ConversationMode.AGENT:
+            sets.append("handoff_reason = NULL")
+    yield (f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?", (*params, conversation_id))
 
 
 @dataclass(frozen=True)

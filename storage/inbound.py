@@ -42,6 +42,7 @@ class Stored:
     message_id: str
     conversation_id: str
     duplicate: bool
+    contact_id: str | None = None  # for a text stored by this call
 
 
 class MessageConflict(Exception):
@@ -73,7 +74,8 @@ def store_inbound(dialect: Dialect, batch: Sequence[InboundRow]) -> Plan[list[St
             yield (f"SELECT pg_notify('{JOBS_CHANNEL}', '{TURN_JOB}')", ())
         for i, row, message_id in zip(fresh, new, message_ids, strict=True):
             conversation_id = threads[(row.workspace_id, row.from_number, row.to_number)]
-            results[i] = Stored(message_id, conversation_id, duplicate=False)
+            contact_id = contact_ids[(row.workspace_id, row.from_number)]
+            results[i] = Stored(message_id, conversation_id, False, contact_id=contact_id)
     out: list[Stored] = []
     for i, row in enumerate(batch):
         if i in results:

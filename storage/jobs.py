@@ -107,6 +107,32 @@ def enqueue_plan(
     return int(found[0][0]) if found else None
 
 
+def enqueue_many_plan(
+    dialect: Dialect,
+    *,
+    kind: str,
+    entries: Sequence[tuple[str, dict[str, Any]]],
+    max_attempts: int = 6,
+) -> Plan[None]:
+    """Add jobs due now, (key, payload) each, by one INSERT; a key already unfinished is left
+    as it is."""
+    if not entries:
+        return
+    stamp = dialect.ts(utcnow())
+    params: list[object] = []
+    for key, payload in entries:
+        params += [kind, key, dialect.json(payload), stamp, max_attempts, stamp, stamp]
+    yield (
+        "INSERT INTO jobs (kind, key, payload, status, run_at, attempts, max_attempts, "
+        "created_at, updated_at) VALUES "
+        + ",".join(["(?, ?, ?, 'queued', ?, 0, ?, ?, ?)"] * len(entries))
+        + f" ON CONFLICT (key) WHERE {ACTIVE_JOB_PREDICATE} DO NOTHING",
+        params,
+    )
+    if dialect.postgres:
+        yield (f"SELECT pg_notify('{JOBS_CHANNEL}', ?)", (kind,))
+
+
 async def lease_batch(
     *,
     conn: AsyncConnection,
@@ -287,3 +313,13 @@ def _lease(row: Any, token: str) -> Lease:
         last_error=last_error,
         token=token,
     )
+
+
+def cancel_queued_plan(dialect: Dialect, key: str) -> Plan[bool]:
+    """Finish a job that has not started (its work was called off); False when none waits."""
+    done = yield (
+        "UPDATE jobs SET status = 'done', last_error = 'canceled', updated_at = ? "
+        "WHERE key = ? AND status = 'queued' RETURNING id",
+        (dialect.ts(utcnow()), key),
+    )
+    return bool(done)

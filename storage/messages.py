@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -16,6 +17,7 @@ from storage.types import new_id, utcnow
 STATUS_RANK: dict[str, int] = {
     MessageStatus.RECEIVED: 0,
     MessageStatus.QUEUED: 1,
+    MessageStatus.SCHEDULED: 1,
     MessageStatus.SENDING: 2,
     MessageStatus.SENT: 3,
     MessageStatus.DELIVERED: 4,
@@ -58,15 +60,20 @@ def add_outbound_plan(
     cost_cents: float | None,
     agent_run_id: str | None = None,
     media_urls: Sequence[str] = (),
+    message_type: str | None = None,
+    origin: str | None = None,
+    send_at: datetime | None = None,
+    message_id: str | None = None,
 ) -> Plan[QueuedOutbound]:
-    """A queued outbound text, by one INSERT and no row object."""
+    """A queued outbound text (`scheduled` when it waits for `send_at`), by one INSERT."""
     stamp = dialect.ts(utcnow())
-    message_id = new_id("msg")
+    message_id = message_id or new_id("msg")
+    status = MessageStatus.QUEUED if send_at is None else MessageStatus.SCHEDULED
     yield (
         "INSERT INTO messages (id, workspace_id, conversation_id, direction, author, body, "
         "media_urls, from_number, to_number, provider, status, segments, encoding, cost_cents, "
-        "agent_run_id, created_at, updated_at) "
-        "VALUES (?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+        "agent_run_id, message_type, origin, send_at, created_at, updated_at) "
+        "VALUES (?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             message_id,
             workspace_id,
@@ -77,15 +84,19 @@ def add_outbound_plan(
             from_number,
             to_number,
             provider,
+            str(status),
             segments,
             encoding,
             cost_cents,
             agent_run_id,
+            message_type,
+            origin,
+            None if send_at is None else dialect.ts(send_at),
             stamp,
             stamp,
         ),
     )
-    return QueuedOutbound(message_id, MessageStatus.QUEUED, segments)
+    return QueuedOutbound(message_id, status, segments)
 
 
 async def get_message(*, session: AsyncSession, message_id: str) -> Message | None:
@@ -233,14 +244,41 @@ def claim_for_sending(
         opted_out=bool(opted_out),
         blocked=bool(blocked),
     )
-    if outbound.status != MessageStatus.QUEUED or not may_send(outbound):
+    waiting = (MessageStatus.QUEUED, MessageStatus.SCHEDULED)
+    if outbound.status not in waiting or not may_send(outbound):
         return outbound, False
     claimed = yield (
         "UPDATE messages SET status = 'sending', updated_at = ? "
-        "WHERE id = ? AND status = 'queued' RETURNING id",
+        "WHERE id = ? AND status IN ('queued', 'scheduled') RETURNING id",
         (dialect.ts(utcnow()), message_id),
     )
     return outbound, bool(claimed)
+
+
+def cancel_scheduled_plan(dialect: Dialect, message_id: str) -> Plan[bool]:
+    """Cancel a message still waiting for its time; False when it is no longer waiting."""
+    canceled = yield (
+        "UPDATE messages SET status = 'canceled', error_code = 'canceled', updated_at = ? "
+        "WHERE id = ? AND status = 'scheduled' RETURNING id",
+        (dialect.ts(utcnow()), message_id),
+    )
+    return bool(canceled)
+
+
+def reported_plan(message_id: str) -> Plan[tuple[Message, str] | None]:
+    """The message as stored and its contact's id, when its workspace has a webhook to tell
+    (one look-up by primary keys); None otherwise."""
+    found = yield (
+        f"SELECT {_MESSAGE.sql}, v.contact_id FROM messages m "
+        "JOIN workspaces w ON w.id = m.workspace_id "
+        "JOIN conversations v ON v.id = m.conversation_id "
+        "WHERE m.id = ? AND w.webhook_url IS NOT NULL",
+        (message_id,),
+    )
+    if not found:
+        return None
+    row = found[0]
+    return _MESSAGE.load(row[: _MESSAGE.width]), str(row[_MESSAGE.width])
 
 
 def requeue_message(dialect: Dialect, message_id: str) -> Plan[None]:

@@ -39,6 +39,14 @@ class MessageStatus(StrEnum):
     UNDELIVERED = "undelivered"
     FAILED = "failed"
     CANCELED = "canceled"
+    SCHEDULED = "scheduled"  # waits for `send_at` (asked for, or the recipient's quiet hours)
+
+
+class MessageType(StrEnum):
+    TRANSACTIONAL = "transactional"
+    CONVERSATIONAL = "conversational"
+    MARKETING = "marketing"  # needs the contact's recorded consent
+    ALERT = "alert"  # may be sent in the recipient's quiet hours
 
 
 class ConversationStatus(StrEnum):
@@ -89,6 +97,11 @@ class Workspace(SQLModel, table=True):
     timezone: str
     vertical: str
     api_key_hash: str | None = Field(default=None, unique=True, max_length=64)
+    # Credentials of the compatible APIs: Avaamo's channel uuid (hashed: it is the secret) and
+    # Avochato's auth id (public) and secret (hashed).
+    avaamo_channel_hash: str | None = Field(default=None, unique=True, max_length=64)
+    avochato_auth_id: str | None = Field(default=None, unique=True, max_length=40)
+    avochato_secret_hash: str | None = Field(default=None, max_length=64)
     # Weekday ("mon") -> open spans ("08:00-12:00, 13:00-17:00"); None: the default hours.
     hours: dict[str, str] | None = Field(default=None, sa_type=JSON)
     closed_days: list[str] = Field(default_factory=list, sa_type=JSON)
@@ -125,8 +138,48 @@ class Contact(SQLModel, table=True):
     opted_out_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     opt_out_source: str | None = None
     blocked: bool = False
+    # When the contact agreed to marketing texts; None: marketing is refused.
+    marketing_consent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = _created()
     updated_at: datetime = _created()
+
+
+class SenderNumber(SQLModel, table=True):
+    """A number the workspace texts from; inbound texts to it belong to the workspace."""
+
+    __tablename__ = "sender_numbers"
+
+    number: str = Field(primary_key=True, max_length=16)
+    workspace_id: str = Field(foreign_key="workspaces.id", index=True, max_length=40)
+    provider: str = Field(max_length=20)
+    created_at: datetime = _created()
+
+
+class Template(SQLModel, table=True):
+    """A message with `{variables}`, per workspace."""
+
+    __tablename__ = "templates"
+
+    workspace_id: str = Field(foreign_key="workspaces.id", primary_key=True, max_length=40)
+    id: str = Field(primary_key=True, max_length=64)
+    name: str | None = Field(default=None, max_length=100)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class ShortLink(SQLModel, table=True):
+    """A link in a text, shortened to `PUBLIC_URL/l/<code>`; each visit is counted."""
+
+    __tablename__ = "short_links"
+
+    code: str = Field(primary_key=True, max_length=16)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    conversation_id: str | None = Field(default=None, max_length=40)
+    message_id: str | None = Field(default=None, max_length=40)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    clicks: int = 0
+    created_at: datetime = _created()
 
 
 class Appointment(SQLModel, table=True):
@@ -158,6 +211,7 @@ class Conversation(SQLModel, table=True):
     __tablename__ = "conversations"
     __table_args__ = (
         Index("ix_conversations_thread", "workspace_id", "contact_id", "sender_number", "status"),
+        Index("ix_conversations_workspace_updated", "workspace_id", "updated_at"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -203,6 +257,11 @@ class Message(SQLModel, table=True):
     segments: int = 0
     encoding: str | None = None
     cost_cents: float | None = None
+    message_type: str | None = Field(default=None, max_length=20)
+    # Which API sent it, for status webhooks in that API's own shape ("avoca", …).
+    origin: str | None = Field(default=None, max_length=20)
+    # A scheduled message goes out at this time (status `scheduled` until then).
+    send_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # Inbound only: when a turn answered it; unanswered inbound messages make up the next turn.
     handled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     agent_run_id: str | None = Field(default=None, max_length=40)

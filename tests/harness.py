@@ -42,6 +42,8 @@ def base_settings(db: Database, **overrides: Any) -> Settings:
         "business_name": "Bright Smiles Dental",
         "vertical": "dental",
         "timezone": "America/Denver",
+        # Tests run at any hour: quiet hours are tested on their own.
+        "send_window": "00:00-24:00",
         "turn_quiet_seconds": 0.05,
         "job_lease_seconds": 3.0,
         "worker_poll_seconds": 0.05,

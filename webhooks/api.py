@@ -1,47 +1,76 @@
-"""The REST API for businesses and integrators: start and read conversations."""
+"""The native REST API (`/v1`, Bearer key): conversations, messages and templates.
+
+Every handler works inside the workspace of the key: a conversation, message or template of
+another workspace is answered 404, exactly as one that does not exist.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import base64
+import binascii
 import hmac
 import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
-from agent.kickoff import start_conversation
-from agent.schemas import KickoffRequest, KickoffResult
+from agent.errors import Conflict, NotFound, OptedOut
+from agent.kickoff import Outgoing, Sent, send, start_conversation
+from agent.outbox import queue_text_plan, send_key
+from agent.schemas import (
+    ContactIn,
+    ConversationListPage,
+    ConversationPatch,
+    ConversationQuery,
+    ConversationState,
+    HumanReply,
+    KickoffRequest,
+    MessageDetail,
+    MessageRequest,
+    MessageSent,
+    TemplateIn,
+    TemplateList,
+    TemplateOut,
+    TemplateUpdate,
+)
+from agent.templates import render, variables_of
 from agent.transcripts import list_recent, load_conversation
+from agent.workspaces import hash_secret
+from storage import conversations, events, jobs, messages
+from storage.conversations import ConversationFilter
 from storage.engine import ping
-from storage.raw import Dialect, Plan
+from storage.models import (
+    Contact,
+    Conversation,
+    ConversationMode,
+    ConversationStatus,
+    Message,
+    MessageAuthor,
+    Template,
+)
+from storage.raw import Dialect, Plan, in_session
+from storage.templates import delete_template, get_template, list_templates, save_template
+from storage.types import new_id
 from storage.workspaces import find_workspace_by_key_hash
 from webhooks.errors import HttpError, read_json
-from webhooks.keys import DEPS, KEEP_ANSWER, SETTINGS, WORKSPACE_ID, Keep
+from webhooks.keys import DEPS, KEEP_ANSWER, WORKSPACE_ID, Keep
 
 _BEARER = {"WWW-Authenticate": 'Bearer realm="smsagent"'}
-
-
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 async def authenticate(request: web.Request) -> str:
     """The workspace the bearer key belongs to (looked up once a request); 401 otherwise."""
     if WORKSPACE_ID in request:
         return request[WORKSPACE_ID]
-    settings = request.app[SETTINGS]
-    if settings.api_key is None:
-        raise HttpError(
-            401,
-            "api_disabled",
-            "the API is off: set SMSAGENT_API_KEY to enable it",
-            headers=_BEARER,
-        )
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise HttpError(
             401, "unauthorized", "send Authorization: Bearer <api key>", headers=_BEARER
         )
-    key_hash = hash_api_key(key.strip())
+    key_hash = hash_secret(key.strip())
     async with request.app[DEPS].sessions() as session:
         workspace = await find_workspace_by_key_hash(session=session, key_hash=key_hash)
     if workspace is None or not hmac.compare_digest(workspace.api_key_hash or "", key_hash):
@@ -50,19 +79,40 @@ async def authenticate(request: web.Request) -> str:
     return workspace.id
 
 
-async def create_conversation(request: web.Request) -> web.Response:
-    await authenticate(request)
-    kickoff = KickoffRequest.model_validate(await read_json(request))
+def answer(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json"), status=status)
+
+
+Remember = Callable[[Dialect, BaseModel], Plan[None]]
+
+
+def keeper(request: web.Request, status: int) -> Remember | None:
+    """With an Idempotency-Key: a `remember` that keeps the answer in the handler's transaction."""
     keep: Keep | None = request.get(KEEP_ANSWER)
-    remember = None
-    if keep is not None:
-        keeping = keep
+    if keep is None:
+        return None
+    keeping = keep
 
-        def remember(dialect: Dialect, result: KickoffResult) -> Plan[None]:
-            return keeping(dialect, 201, json.dumps(result.model_dump(mode="json")))
+    def remember(dialect: Dialect, result: BaseModel) -> Plan[None]:
+        return keeping(dialect, status, json.dumps(result.model_dump(mode="json")))
 
-    result = await start_conversation(request.app[DEPS], kickoff, remember=remember)
-    return web.json_response(result.model_dump(mode="json"), status=201)
+    return remember
+
+
+# Conversations
+
+
+async def create_conversation(request: web.Request) -> web.Response:
+    workspace_id = await authenticate(request)
+    kickoff = KickoffRequest.model_validate(await read_json(request))
+    deps = request.app[DEPS]
+    text = await _text_of(
+        request, workspace_id, kickoff.message, kickoff.template, kickoff.variables, kickoff.contact
+    )
+    result = await start_conversation(
+        deps, workspace_id, kickoff, text=text, remember=keeper(request, 201)
+    )
+    return answer(result, 201)
 
 
 async def get_conversation(request: web.Request) -> web.Response:
@@ -72,17 +122,331 @@ async def get_conversation(request: web.Request) -> web.Response:
         conversation_id=request.match_info["conversation_id"],
         workspace_id=workspace_id,
     )
-    return web.json_response(conversation.model_dump(mode="json"))
+    return answer(conversation)
 
 
 async def list_conversations(request: web.Request) -> web.Response:
     workspace_id = await authenticate(request)
-    limit = _bounded(request.query.get("limit"), "limit", default=50, low=1, high=200)
-    offset = _bounded(request.query.get("offset"), "offset", default=0, low=0, high=10**9)
-    items = await list_recent(
-        sessions=request.app[DEPS].sessions, workspace_id=workspace_id, limit=limit, offset=offset
+    query = ConversationQuery.model_validate(dict(request.query))
+    limit = query.limit
+    where = ConversationFilter(
+        status=query.status,
+        mode=query.mode,
+        tag=query.tag,
+        phone=query.phone,
+        updated_since=query.updated_since,
+        before=_cursor(query.cursor),
     )
-    return web.json_response({"data": [i.model_dump(mode="json") for i in items]})
+    items = await list_recent(
+        sessions=request.app[DEPS].reads, workspace_id=workspace_id, limit=limit + 1, where=where
+    )
+    page, more = items[:limit], len(items) > limit
+    next_cursor = _encode_cursor(page[-1].last_message_at, page[-1].id) if more else None
+    return answer(ConversationListPage(data=page, next_cursor=next_cursor))
+
+
+async def update_conversation(request: web.Request) -> web.Response:
+    workspace_id = await authenticate(request)
+    patch = ConversationPatch.model_validate(await read_json(request))
+    deps = request.app[DEPS]
+    async with deps.sessions() as session, session.begin():
+        conversation = await _own_conversation(session, request, workspace_id)
+        if patch.status == "open" and conversation.status == ConversationStatus.CLOSED:
+            live = await conversations.live_conversation_id(
+                session=session,
+                workspace_id=workspace_id,
+                contact_id=conversation.contact_id,
+                sender_number=conversation.sender_number,
+            )
+            if live is not None and live != conversation.id:
+                raise Conflict(
+                    f"{live} is the live thread with this contact; close it first",
+                    code="another_thread_live",
+                )
+        status: str | None = patch.status
+        if patch.mode == "agent" and conversation.status == ConversationStatus.PENDING:
+            status = status or ConversationStatus.OPEN
+        changes: dict[str, str] = {}
+        if status is not None and status != conversation.status:
+            changes["status"] = status
+        if patch.mode is not None and patch.mode != conversation.mode:
+            changes["mode"] = patch.mode
+        if changes:
+            conversation_id = conversation.id
+            await in_session(
+                session,
+                lambda d: _state_changed(
+                    d, workspace_id, conversation_id, changes.get("status"), changes.get("mode")
+                ),
+            )
+        await session.refresh(conversation)
+        state = ConversationState.model_validate(conversation, from_attributes=True)
+    return answer(state)
+
+
+def _state_changed(
+    dialect: Dialect, workspace_id: str, conversation_id: str, status: str | None, mode: str | None
+) -> Plan[None]:
+    yield from conversations.set_state_plan(dialect, conversation_id, status=status, mode=mode)
+    for kind, value in (("status", status), ("mode", mode)):
+        if value is None:
+            continue
+        yield from events.event_plan(
+            dialect,
+            workspace_id=workspace_id,
+            conversation_id=conversation_id,
+            type=_STATE_EVENTS[(kind, value)],
+            data={"source": "api"},
+        )
+
+
+_STATE_EVENTS = {
+    ("status", "closed"): "conversation.closed",
+    ("status", "open"): "conversation.reopened",
+    ("mode", "human"): "conversation.taken_over",
+    ("mode", "agent"): "conversation.handed_back",
+}
+
+
+async def reply_in_conversation(request: web.Request) -> web.Response:
+    """A person's reply: sent now (a reply in a live exchange is never held), and the agent
+    stays silent in the thread until it is handed back."""
+    workspace_id = await authenticate(request)
+    reply = HumanReply.model_validate(await read_json(request))
+    deps = request.app[DEPS]
+    remember = keeper(request, 201)
+    async with deps.sessions() as session, session.begin():
+        conversation = await _own_conversation(session, request, workspace_id)
+        contact = await session.get(Contact, conversation.contact_id)
+        assert contact is not None
+        if contact.opted_out:
+            raise OptedOut("the contact opted out of messages from this workspace")
+        conversation_id = conversation.id
+        message_id = new_id("msg")
+        queued = await in_session(
+            session,
+            lambda d: _human_reply_plan(
+                d, deps.settings, conversation, contact.phone, reply, message_id
+            ),
+        )
+        result = MessageSent(
+            message_id=queued.message.id,
+            conversation_id=conversation_id,
+            status=queued.message.status,
+            segments=queued.message.segments,
+            cost_cents=None,
+        )
+        if remember is not None:
+            keep = remember
+            await in_session(session, lambda d: keep(d, result))
+    deps.nudge()
+    return answer(result, 201)
+
+
+def _human_reply_plan(
+    dialect: Dialect,
+    settings: Any,
+    conversation: Conversation,
+    phone: str,
+    reply: HumanReply,
+    message_id: str,
+) -> Plan[Any]:
+    queued = yield from queue_text_plan(
+        dialect,
+        settings,
+        workspace_id=conversation.workspace_id,
+        conversation_id=conversation.id,
+        sender=conversation.sender_number,
+        to=phone,
+        provider=conversation.provider,
+        text=reply.message,
+        author=MessageAuthor.HUMAN,
+        media_urls=reply.media_urls,
+        message_id=message_id,
+        origin="v1",
+    )
+    yield from conversations.set_state_plan(
+        dialect, conversation.id, status=ConversationStatus.OPEN, mode=ConversationMode.HUMAN
+    )
+    yield from events.event_plan(
+        dialect,
+        workspace_id=conversation.workspace_id,
+        conversation_id=conversation.id,
+        type="conversation.human_reply",
+        data={"message_id": message_id, "author_name": reply.author_name},
+    )
+    return queued
+
+
+# Messages
+
+
+async def create_message(request: web.Request) -> web.Response:
+    workspace_id = await authenticate(request)
+    body = MessageRequest.model_validate(await read_json(request))
+    text = await _text_of(
+        request, workspace_id, body.message, body.template, body.variables, body.contact
+    )
+    remember = keeper(request, 201)
+    keep = None
+    if remember is not None:
+        remembering = remember
+
+        def keep(dialect: Dialect, sent: Sent) -> Plan[None]:
+            return remembering(dialect, _message_sent(sent))
+
+    sent = await send(
+        request.app[DEPS],
+        workspace_id,
+        Outgoing(
+            to=body.to,
+            text=text,
+            sender=body.from_,
+            contact=body.contact,
+            message_type=body.message_type,
+            media_urls=body.media_urls,
+            send_at=body.send_at,
+            new_thread=False,
+        ),
+        remember=keep,
+    )
+    return answer(_message_sent(sent), 201)
+
+
+def _message_sent(sent: Sent) -> MessageSent:
+    return MessageSent(
+        message_id=sent.message_id,
+        conversation_id=sent.conversation_id,
+        status=sent.status,
+        segments=sent.segments,
+        cost_cents=sent.cost_cents,
+        send_at=sent.send_at,
+    )
+
+
+async def get_message(request: web.Request) -> web.Response:
+    workspace_id = await authenticate(request)
+    async with request.app[DEPS].reads() as session:
+        message = await _own_message(session, request, workspace_id)
+        return answer(MessageDetail.model_validate(message, from_attributes=True))
+
+
+async def cancel_message(request: web.Request) -> web.Response:
+    """Cancel a scheduled message; one that has gone (or is going) is 409."""
+    workspace_id = await authenticate(request)
+    async with request.app[DEPS].sessions() as session, session.begin():
+        message = await _own_message(session, request, workspace_id)
+        message_id, conversation_id = message.id, message.conversation_id
+        canceled = await in_session(
+            session, lambda d: _cancel_plan(d, workspace_id, conversation_id, message_id)
+        )
+        if not canceled:
+            raise Conflict(
+                f"the message is {message.status}: only a scheduled message can be canceled",
+                code="message_not_scheduled",
+            )
+        await session.refresh(message)
+        detail = MessageDetail.model_validate(message, from_attributes=True)
+    return answer(detail)
+
+
+def _cancel_plan(
+    dialect: Dialect, workspace_id: str, conversation_id: str, message_id: str
+) -> Plan[bool]:
+    if not (yield from messages.cancel_scheduled_plan(dialect, message_id)):
+        return False
+    yield from jobs.cancel_queued_plan(dialect, send_key(message_id))
+    yield from events.event_plan(
+        dialect,
+        workspace_id=workspace_id,
+        conversation_id=conversation_id,
+        type="message.canceled",
+        data={"message_id": message_id},
+    )
+    return True
+
+
+# Templates
+
+
+async def list_workspace_templates(request: web.Request) -> web.Response:
+    workspace_id = await authenticate(request)
+    async with request.app[DEPS].reads() as session:
+        found = await list_templates(session=session, workspace_id=workspace_id)
+    return answer(TemplateList(data=[_template_out(t) for t in found]))
+
+
+async def create_template(request: web.Request) -> web.Response:
+    workspace_id = await authenticate(request)
+    body = TemplateIn.model_validate(await read_json(request))
+    template_id = body.id or new_id("tmpl")
+    async with request.app[DEPS].sessions() as session, session.begin():
+        if await get_template(session=session, workspace_id=workspace_id, template_id=template_id):
+            raise Conflict(f"template {template_id} exists; PUT to change it", code="exists")
+        template, _ = await save_template(
+            session=session,
+            workspace_id=workspace_id,
+            template_id=template_id,
+            name=body.name,
+            body=body.body,
+        )
+        out = _template_out(template)
+    return answer(out, 201)
+
+
+async def get_workspace_template(request: web.Request) -> web.Response:
+    workspace_id = await authenticate(request)
+    async with request.app[DEPS].reads() as session:
+        template = await get_template(
+            session=session,
+            workspace_id=workspace_id,
+            template_id=request.match_info["template_id"],
+        )
+    if template is None:
+        raise NotFound(f"no template {request.match_info['template_id']}")
+    return answer(_template_out(template))
+
+
+async def update_template(request: web.Request) -> web.Response:
+    workspace_id = await authenticate(request)
+    body = TemplateUpdate.model_validate(await read_json(request))
+    template_id = request.match_info["template_id"]
+    async with request.app[DEPS].sessions() as session, session.begin():
+        if not await get_template(
+            session=session, workspace_id=workspace_id, template_id=template_id
+        ):
+            raise NotFound(f"no template {template_id}")
+        template, _ = await save_template(
+            session=session,
+            workspace_id=workspace_id,
+            template_id=template_id,
+            name=body.name,
+            body=body.body,
+        )
+        out = _template_out(template)
+    return answer(out)
+
+
+async def remove_template(request: web.Request) -> web.Response:
+    workspace_id = await authenticate(request)
+    template_id = request.match_info["template_id"]
+    async with request.app[DEPS].sessions() as session, session.begin():
+        if not await delete_template(
+            session=session, workspace_id=workspace_id, template_id=template_id
+        ):
+            raise NotFound(f"no template {template_id}")
+    return web.Response(status=204)
+
+
+def _template_out(template: Template) -> TemplateOut:
+    return TemplateOut(
+        id=template.id,
+        name=template.name,
+        body=template.body,
+        variables=variables_of(template.body),
+        created_at=template.created_at,
+        updated_at=template.updated_at,
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -90,13 +454,66 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def _bounded(raw: str | None, name: str, *, default: int, low: int, high: int) -> int:
-    if raw is None:
-        return default
+# Helpers
+
+
+async def _text_of(
+    request: web.Request,
+    workspace_id: str,
+    message: str | None,
+    template_id: str | None,
+    variables: dict[str, Any],
+    contact: ContactIn,
+) -> str:
+    """The text to send: the message, or the template filled from the variables (and the
+    contact's names, for `{first_name}` / `{last_name}`)."""
+    if template_id is None:
+        assert message is not None
+        return message
+    async with request.app[DEPS].reads() as session:
+        template = await get_template(
+            session=session, workspace_id=workspace_id, template_id=template_id
+        )
+    if template is None:
+        raise NotFound(f"no template {template_id}")
+    known = {"first_name": contact.first_name, "last_name": contact.last_name, **variables}
+    return render(template.body, known)
+
+
+async def _own_conversation(session: Any, request: web.Request, workspace_id: str) -> Conversation:
+    conversation_id = request.match_info["conversation_id"]
+    conversation = await conversations.get_conversation(
+        session=session, conversation_id=conversation_id, workspace_id=workspace_id
+    )
+    if conversation is None:
+        raise NotFound(f"no conversation {conversation_id}")
+    assert isinstance(conversation, Conversation)
+    return conversation
+
+
+async def _own_message(session: Any, request: web.Request, workspace_id: str) -> Message:
+    message_id = request.match_info["message_id"]
+    message = await messages.get_message(session=session, message_id=message_id)
+    if message is None or message.workspace_id != workspace_id:
+        raise NotFound(f"no message {message_id}")
+    assert isinstance(message, Message)
+    return message
+
+
+def _encode_cursor(moment: datetime, ident: str) -> str:
+    raw = f"{moment.isoformat()}|{ident}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor(raw: str | None) -> tuple[datetime, str] | None:
+    if not raw:
+        return None
     try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise HttpError(422, "validation_error", f"{name} must be an integer in [{low}, {high}]")
-    return value
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        stamp, ident = text.split("|", 1)
+        moment = datetime.fromisoformat(stamp)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise HttpError(422, "validation_error", "cursor is not one this API gave out") from None
+    if moment.tzinfo is None:
+        raise HttpError(422, "validation_error", "cursor is not one this API gave out")
+    return moment, ident

@@ -13,23 +13,24 @@ from aiohttp import web
 
 from agent.brain import Brain, build_brain
 from agent.deps import DEFAULT_WORKSPACE_ID, Deps, Nudge
-from agent.hooks import HOOK_JOB, HookHandler
+from agent.hooks import HOOK_JOB, HookHandler, store_inbound_reported
 from agent.inbound import TURN_JOB
 from agent.outbox import SEND_JOB, SendHandler
 from agent.providers import ConsoleProvider, SmsProvider
 from agent.settings import Settings
 from agent.turns import TurnHandler
 from agent.worker import LaneSpec, Worker
+from agent.workspaces import NumberBook, hash_secret
 from storage.batching import GroupCommit
 from storage.engine import create_engine, create_reader_engine, create_session_factory
-from storage.inbound import store_inbound
 from storage.migrate import migrate
 from storage.notify import listen_for_jobs, plain_dsn
 from storage.raw import finish_plans
-from storage.workspaces import ensure_workspace
-from webhooks.api import hash_api_key
+from storage.templates import install_builtin_templates
+from storage.workspaces import NumberTaken, claim_sender_number, ensure_workspace
 from webhooks.errors import error_middleware
 from webhooks.keys import DEPS, SETTINGS
+from webhooks.ratelimit import rate_limit_middleware
 from webhooks.routes import setup_routes
 from webhooks.twilio import TwilioProvider
 
@@ -46,7 +47,10 @@ def create_app(
     providers: Mapping[str, SmsProvider] | None = None,
 ) -> web.Application:
     """Build the service. `brain` and `providers` replace the configured ones when given."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
+    app = web.Application(
+        middlewares=[error_middleware, rate_limit_middleware(settings)],
+        client_max_size=256 * 1024,
+    )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_lifetime(brain, providers))
     setup_routes(app, settings)
@@ -97,7 +101,7 @@ async def runtime(
                 timezone=settings.timezone,
                 vertical=settings.vertical,
                 api_key_hash=(
-                    hash_api_key(settings.api_key.get_secret_value()) if settings.api_key else None
+                    hash_secret(settings.api_key.get_secret_value()) if settings.api_key else None
                 ),
                 hours=settings.business_hours,
                 closed_days=settings.closed_days,
@@ -109,6 +113,18 @@ async def runtime(
                     else None
                 ),
             )
+            await install_builtin_templates(session=session, workspace_id=DEFAULT_WORKSPACE_ID)
+            try:
+                await claim_sender_number(
+                    session=session,
+                    workspace_id=DEFAULT_WORKSPACE_ID,
+                    number=settings.from_number,
+                    provider=settings.sms_provider,
+                )
+            except NumberTaken:
+                log.warning(
+                    "app.from_number_taken: SMSAGENT_FROM_NUMBER sends for another workspace"
+                )
         nudge = Nudge()
         loop = asyncio.get_running_loop()
 
@@ -117,7 +133,7 @@ async def runtime(
 
         inbound = GroupCommit(
             engine,
-            store_inbound,
+            store_inbound_reported,
             name="inbound",
             max_batch=settings.ingest_max_batch,
             after_commit=turns_waiting,
@@ -138,6 +154,7 @@ async def runtime(
                 brain=build_brain(settings) if brain == "configured" else brain,
                 nudge=nudge,
                 inbound=inbound,
+                numbers=NumberBook(sessions, DEFAULT_WORKSPACE_ID),
             )
             inbound.start()
             background.push_async_callback(inbound.stop)
@@ -168,7 +185,8 @@ async def _start_worker(
         engine=deps.engine,
         handlers={TURN_JOB: turns, SEND_JOB: SendHandler(deps), HOOK_JOB: HookHandler(deps, http)},
         lanes=[
-            LaneSpec("sends", (SEND_JOB, HOOK_JOB), settings.worker_sends, batch=50),
+            LaneSpec("sends", (SEND_JOB,), settings.worker_sends, batch=50),
+            LaneSpec("hooks", (HOOK_JOB,), settings.worker_hooks, batch=50),
             LaneSpec("turns", (TURN_JOB,), settings.worker_turns, batch=100),
         ],
         nudge=deps.nudge,

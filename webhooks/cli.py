@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import signal
@@ -17,19 +18,24 @@ import click
 from aiohttp import web
 from pydantic import ValidationError
 
-from agent.errors import NotFound
+from agent.deps import DEFAULT_WORKSPACE_ID
+from agent.errors import Conflict, NotFound
 from agent.evals.report import TrialResult, as_json, summary
 from agent.evals.scenario import ScenarioError, load_scenarios
+from agent.schemas import WorkspaceIn
 from agent.settings import Settings
 from agent.transcripts import list_recent, load_conversation
+from agent.workspaces import create_workspace, rotate_api_key
 from storage.engine import (
     SessionFactory,
     create_engine,
     create_reader_engine,
     create_session_factory,
 )
+from storage.migrate import migrate
 from storage.raw import finish_plans
 from storage.types import utcnow
+from storage.workspaces import list_workspaces, sender_numbers
 from webhooks.app import create_app, runtime
 from webhooks.evaluate import CustomerModel, Model, dump, run_all
 from webhooks.logs import configure_logging
@@ -213,6 +219,133 @@ def transcripts_show(conversation_id: str, as_json: bool) -> None:
         render_conversation(conversation, zone=settings.timezone)
 
 
+@main.group()
+def workspaces() -> None:
+    """Businesses on this service: create one with its numbers and credentials, list them,
+    rotate keys."""
+
+
+@workspaces.command("create")
+@click.argument("name")
+@click.option(
+    "--vertical",
+    type=click.Choice(["dental", "home_services", "generic"]),
+    default="generic",
+    show_default=True,
+)
+@click.option("--timezone", "zone", default=None, help="IANA zone (default: SMSAGENT_TIMEZONE).")
+@click.option(
+    "--from", "numbers", multiple=True, help="A number it texts from (repeat for several)."
+)
+@click.option(
+    "--provider",
+    type=click.Choice(["console", "twilio"]),
+    default=None,
+    help="Provider of its numbers (default: SMSAGENT_SMS_PROVIDER).",
+)
+@click.option("--business-name", default=None, help="How the agent names it (default: NAME).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def workspaces_create(
+    name: str,
+    vertical: str,
+    zone: str | None,
+    numbers: tuple[str, ...],
+    provider: str | None,
+    business_name: str | None,
+    as_json: bool,
+) -> None:
+    """Create a workspace. Its credentials are printed once: only their hashes are kept."""
+    settings = load_settings()
+    try:
+        checked = WorkspaceIn(
+            name=name,
+            vertical=vertical,
+            timezone=zone or settings.timezone,
+            numbers=list(numbers),
+            business_name=business_name,
+        )
+    except ValidationError as exc:
+        raise click.ClickException(
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from exc
+    try:
+        credentials = _write(
+            settings,
+            lambda sessions: create_workspace(
+                sessions,
+                name=checked.name,
+                vertical=checked.vertical,
+                timezone=checked.timezone,
+                numbers=checked.numbers,
+                provider=provider or settings.sms_provider,
+                business_name=checked.business_name,
+            ),
+        )
+    except Conflict as exc:
+        raise click.ClickException(exc.message) from exc
+    shown = dataclasses.asdict(credentials)
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    for key, value in shown.items():
+        click.echo(f"{key:22} {value}")
+    click.echo("Keep these now: they are not shown again.", err=True)
+
+
+@workspaces.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def workspaces_list(as_json: bool) -> None:
+    """Every workspace with its numbers (never its credentials)."""
+    settings = load_settings()
+    rows = _read(settings, _workspace_rows)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        numbers = ", ".join(row["numbers"]) or "-"
+        click.echo(f"{row['id']:30} {row['name'][:24]:24} {row['vertical']:13} {numbers}")
+
+
+@workspaces.command("rotate-key")
+@click.argument("workspace_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def workspaces_rotate_key(workspace_id: str, as_json: bool) -> None:
+    """A new API key for the workspace; the old one stops working at once."""
+    settings = load_settings()
+    if workspace_id == DEFAULT_WORKSPACE_ID:
+        raise click.ClickException(
+            "the default workspace's key is SMSAGENT_API_KEY: change it there and restart"
+        )
+    key = _write(settings, lambda sessions: rotate_api_key(sessions, workspace_id))
+    if key is None:
+        raise click.ClickException(f"no workspace {workspace_id}")
+    if as_json:
+        click.echo(json.dumps({"id": workspace_id, "api_key": key}, indent=2))
+    else:
+        click.echo(key)
+
+
+async def _workspace_rows(sessions: SessionFactory) -> list[dict[str, Any]]:
+    async with sessions() as session:
+        found = await list_workspaces(session=session)
+        rows = []
+        for workspace in found:
+            numbers = await sender_numbers(session=session, workspace_id=workspace.id)
+            rows.append(
+                {
+                    "id": workspace.id,
+                    "name": workspace.name,
+                    "business_name": workspace.business_name,
+                    "vertical": workspace.vertical,
+                    "timezone": workspace.timezone,
+                    "numbers": [n.number for n in numbers],
+                    "webhook_url": workspace.webhook_url,
+                    "created_at": workspace.created_at.isoformat(),
+                }
+            )
+    return rows
+
+
 @main.command("eval")
 @click.argument("scenarios", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
@@ -363,6 +496,23 @@ def _read(settings: Settings, query: Callable[[SessionFactory], Awaitable[T]]) -
     if path is not None and not Path(path).exists():
         raise click.ClickException(f"no database at {path}: start the service once with `serve`")
     return run_sync(_query(settings, query))
+
+
+def _write(settings: Settings, change: Callable[[SessionFactory], Awaitable[T]]) -> T:
+    """Run a change against the configured database (brought to the current schema first)."""
+    return run_sync(_change(settings, change))
+
+
+async def _change(settings: Settings, change: Callable[[SessionFactory], Awaitable[T]]) -> T:
+    if (path := settings.sqlite_path()) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.database_url, schema=settings.database_schema, pool_size=1)
+    try:
+        await migrate(engine, schema=settings.database_schema)
+        return await change(create_session_factory(engine))
+    finally:
+        await finish_plans(engine)
+        await engine.dispose()
 
 
 async def _query(settings: Settings, query: Callable[[SessionFactory], Awaitable[T]]) -> T:

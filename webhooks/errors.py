@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from agent.errors import Blocked, DomainError, InvalidInput, NotFound, OptedOut
+from agent.errors import Blocked, Conflict, DomainError, InvalidInput, NotFound, OptedOut
 
 log = logging.getLogger("smsagent.http")
 
@@ -18,6 +18,7 @@ _STATUS: dict[type[DomainError], int] = {
     OptedOut: 409,
     Blocked: 409,
     InvalidInput: 422,
+    Conflict: 409,
 }
 
 
@@ -83,9 +84,36 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 async def read_json(request: web.Request) -> Any:
     try:
-        return await request.json(loads=json.loads)
+        body = await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HttpError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+    if nul := _nul_at(body, ""):
+        # No text message or name holds one, and PostgreSQL text cannot: refuse it here.
+        raise HttpError(
+            422,
+            "validation_error",
+            f"invalid fields: {nul}",
+            details=[{"field": nul, "message": "must not contain the NUL character (\\u0000)"}],
+        )
+    return body
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    """The dotted path of the first string (or key) holding U+0000, if any."""
+    if isinstance(value, str):
+        return (path or "body") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return inner
+            if found := _nul_at(item, inner):
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if found := _nul_at(item, f"{path}.{index}" if path else str(index)):
+                return found
+    return None
 
 
 def _slug(reason: str) -> str:

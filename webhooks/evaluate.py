@@ -158,6 +158,8 @@ def trial_settings(scenario: Scenario, model: Model, clock: Clock, folder: Path)
         "turn_quiet_seconds": 0.0,
         "worker_poll_seconds": 0.05,
         "log_level": "WARNING",
+        # A trial plays a day's conversation at once, whatever the hour it runs at.
+        "send_window": "00:00-24:00",
     }
     if space.hours is not None:
         values["business_hours"] = space.hours

@@ -8,6 +8,7 @@ refused as invalid, or failing, keeps nothing: it may be sent again under the sa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable
 
@@ -24,6 +25,7 @@ HEADER = "Idempotency-Key"
 
 
 def idempotent(handler: Handler) -> Handler:
+    @functools.wraps(handler)
     async def run_once(request: web.Request) -> web.StreamResponse:
         key = request.headers.get(HEADER)
         if key is None:

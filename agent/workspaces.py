@@ -1,0 +1,127 @@
+"""Workspaces (one per business): creating them with their credentials, and finding the one a
+text or a request belongs to.
+
+Credentials are made here and shown once: the API key, the Avaamo channel uuid and the Avochato
+secret are kept only as SHA-256 hashes (the Avochato auth id is an identifier, kept as is).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+from agent.errors import Conflict
+from storage.engine import SessionFactory
+from storage.models import Workspace
+from storage.templates import install_builtin_templates
+from storage.types import new_id, utcnow
+from storage.workspaces import NumberTaken, claim_sender_number, workspace_for_number
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    id: str
+    api_key: str
+    avaamo_channel_uuid: str
+    avochato_auth_id: str
+    avochato_auth_secret: str
+
+
+def new_api_key() -> str:
+    return "sk_" + secrets.token_urlsafe(32)
+
+
+async def create_workspace(
+    sessions: SessionFactory,
+    *,
+    name: str,
+    vertical: str,
+    timezone: str,
+    numbers: list[str],
+    provider: str,
+    business_name: str | None = None,
+) -> Credentials:
+    """A new workspace with its sender numbers, the built-in templates and fresh credentials."""
+    credentials = Credentials(
+        id=new_id("ws"),
+        api_key=new_api_key(),
+        avaamo_channel_uuid=str(uuid.uuid4()),
+        avochato_auth_id=secrets.token_hex(10),
+        avochato_auth_secret=secrets.token_urlsafe(24),
+    )
+    async with sessions() as session, session.begin():
+        session.add(
+            Workspace(
+                id=credentials.id,
+                name=name,
+                business_name=business_name or name,
+                timezone=timezone,
+                vertical=vertical,
+                api_key_hash=hash_secret(credentials.api_key),
+                avaamo_channel_hash=hash_secret(credentials.avaamo_channel_uuid),
+                avochato_auth_id=credentials.avochato_auth_id,
+                avochato_secret_hash=hash_secret(credentials.avochato_auth_secret),
+            )
+        )
+        await session.flush()
+        for number in numbers:
+            try:
+                await claim_sender_number(
+                    session=session, workspace_id=credentials.id, number=number, provider=provider
+                )
+            except NumberTaken as exc:
+                raise Conflict(
+                    f"{exc.number} already sends for another workspace", code="number_taken"
+                ) from exc
+        await install_builtin_templates(session=session, workspace_id=credentials.id)
+    return credentials
+
+
+async def rotate_api_key(sessions: SessionFactory, workspace_id: str) -> str | None:
+    """A new API key for the workspace (the old one stops working at once); None: no such
+    workspace."""
+    key = new_api_key()
+    async with sessions() as session, session.begin():
+        workspace = await session.get(Workspace, workspace_id)
+        if workspace is None:
+            return None
+        workspace.api_key_hash = hash_secret(key)
+        workspace.updated_at = utcnow()
+    return key
+
+
+class NumberBook:
+    """Which workspace a number of ours belongs to, for routing inbound texts.
+
+    Read through to the database and kept for a while: numbers change hands rarely, and the
+    ingest path must not pay a query per text. A number no workspace has goes to `fallback`.
+    """
+
+    def __init__(self, sessions: SessionFactory, fallback: str, *, keep_seconds: float = 60.0):
+        self._sessions = sessions
+        self._fallback = fallback
+        self._keep = keep_seconds
+        self._known: dict[str, tuple[str | None, float]] = {}
+
+    async def workspace_for(self, number: str) -> str:
+        now = time.monotonic()
+        hit = self._known.get(number)
+        if hit is None or hit[1] < now:
+            async with self._sessions() as session:
+                owner = await workspace_for_number(session=session, number=number)
+            if len(self._known) > 10_000:
+                self._known.clear()
+            # An unknown number is looked up again sooner: it may be added any moment.
+            self._known[number] = (owner, now + (self._keep if owner else min(self._keep, 5.0)))
+            hit = self._known[number]
+        return hit[0] or self._fallback
+
+    def forget(self, number: str) -> None:
+        self._known.pop(number, None)
