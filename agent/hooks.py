@@ -5,8 +5,8 @@ business hears of a change exactly when it is kept, even across a crash or a res
 lane of its own sends them (a slow endpoint never holds up a reply) and retries until the
 endpoint answers 2xx; a 4xx other than 408/429 is final (the endpoint refused it). A workspace
 without a `webhook_url` queues nothing: checking costs one indexed look-up of the workspace per
-change at most, none where the change already has the workspace row at hand, and one per batch
-of inbound texts.
+change at most, none where the change already reads the workspace (a reply's send, a turn), and
+one per batch of inbound texts.
 
 Verifying a request
 -------------------

@@ -181,7 +181,7 @@ class SendHandler:
         status = MessageStatus(result.status) if result.status in _KNOWN else None
         reported = await commit_plan(
             deps.engine,
-            self._settled(job, outbound.id, status or MessageStatus.SENT, result),
+            self._settled(job, outbound, status or MessageStatus.SENT, result),
         )
         if reported:
             deps.nudge(hooks.HOOK_JOB)
@@ -195,16 +195,16 @@ class SendHandler:
         )
 
     def _settled(
-        self, job: Lease, message_id: str, status: MessageStatus, result: SendResult
+        self, job: Lease, outbound: Outbound, status: MessageStatus, result: SendResult
     ) -> Plan[list[str]]:
-        """Store the outcome and queue the webhooks it makes; their ids."""
+        """Store the outcome and queue the webhooks it makes (when its workspace has one);
+        their ids."""
         reported: list[str] = []
-        if (
-            yield from messages.advance_status_plan(
-                self._dialect, message_id, status, provider_message_id=result.provider_message_id
-            )
-        ):
-            reported = yield from hooks.message_status_plan(self._dialect, message_id)
+        moved = yield from messages.advance_status_plan(
+            self._dialect, outbound.id, status, provider_message_id=result.provider_message_id
+        )
+        if moved and outbound.hooked:
+            reported = yield from hooks.message_status_plan(self._dialect, outbound.id)
         yield from jobs.settle_plan(self._dialect, job)
         return reported
 

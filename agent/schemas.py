@@ -6,7 +6,7 @@ Table rows never leave the service as they are; `*Out` models choose what is sho
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -107,7 +107,9 @@ class AppointmentIn(BaseModel):
 Variables = dict[str, str | int | float | bool | None]
 
 
-class KickoffRequest(BaseModel):
+class TextRequest(BaseModel):
+    """A text the business sends: its words (or a template), to whom, from which number, when."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
 
     to: str = Field(description="E.164 or any US format")
@@ -127,8 +129,6 @@ class KickoffRequest(BaseModel):
         default=None, description="send later (ISO 8601 with offset); quiet hours still apply"
     )
     contact: ContactIn = Field(default_factory=ContactIn)
-    appointment: AppointmentIn | None = None
-    context: str | None = Field(default=None, max_length=2000)
 
     @field_validator("to", "from_")
     @classmethod
@@ -141,10 +141,17 @@ class KickoffRequest(BaseModel):
         return _offset_required(value)
 
     @model_validator(mode="after")
-    def _one_text(self) -> KickoffRequest:
+    def _one_text(self) -> Self:
         if (self.message is None) == (self.template is None):
             raise ValueError("give either message or template")
         return self
+
+
+class KickoffRequest(TextRequest):
+    """A new thread with the customer: the text, and what the agent should know for it."""
+
+    appointment: AppointmentIn | None = None
+    context: str | None = Field(default=None, max_length=2000)
 
 
 class KickoffResult(BaseModel):
@@ -289,40 +296,8 @@ class ConversationListPage(BaseModel):
     next_cursor: str | None = None
 
 
-class MessageRequest(BaseModel):
+class MessageRequest(TextRequest):
     """A text to a phone: it continues the live thread with them, or opens one."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
-
-    to: str = Field(description="E.164 or any US format")
-    from_: str | None = Field(
-        default=None,
-        alias="from",
-        description="one of the workspace's numbers (default: its first)",
-    )
-    message: str | None = Field(default=None, min_length=1, max_length=1600)
-    template: str | None = Field(default=None, max_length=64)
-    variables: Variables = Field(default_factory=dict, max_length=50)
-    message_type: MessageType = MessageType.CONVERSATIONAL
-    media_urls: list[HttpUrlText] = Field(default_factory=list, max_length=10)
-    send_at: datetime | None = None
-    contact: ContactIn = Field(default_factory=ContactIn)
-
-    @field_validator("to", "from_")
-    @classmethod
-    def _e164(cls, value: str | None) -> str | None:
-        return None if value is None else _phone(value)
-
-    @field_validator("send_at")
-    @classmethod
-    def _with_offset(cls, value: datetime | None) -> datetime | None:
-        return _offset_required(value)
-
-    @model_validator(mode="after")
-    def _one_text(self) -> MessageRequest:
-        if (self.message is None) == (self.template is None):
-            raise ValueError("give either message or template")
-        return self
 
 
 class MessageSent(BaseModel):

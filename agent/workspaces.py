@@ -97,6 +97,20 @@ async def rotate_api_key(sessions: SessionFactory, workspace_id: str) -> str | N
     return key
 
 
+async def set_webhook(sessions: SessionFactory, workspace_id: str, url: str | None) -> str | None:
+    """Point the workspace's status webhooks at `url` (None: stop them) with a new signing
+    secret, which is returned to be shown once (it is kept as is: it signs every request).
+    Raises LookupError for no such workspace."""
+    secret = None if url is None else "whsec_" + secrets.token_urlsafe(32)
+    async with sessions() as session, session.begin():
+        workspace = await session.get(Workspace, workspace_id)
+        if workspace is None:
+            raise LookupError(workspace_id)
+        workspace.webhook_url, workspace.webhook_secret = url, secret
+        workspace.updated_at = utcnow()
+    return secret
+
+
 class NumberBook:
     """Which workspace a number of ours belongs to, for routing inbound texts.
 

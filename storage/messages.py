@@ -211,6 +211,8 @@ class Outbound:
     provider: str
     opted_out: bool
     blocked: bool
+    # Whether its workspace has a webhook to tell of the send's outcome.
+    hooked: bool = True
 
 
 def claim_for_sending(
@@ -220,15 +222,17 @@ def claim_for_sending(
     `sending`: (the message as read, or None; whether this call claimed it)."""
     found = yield (
         "SELECT m.id, m.workspace_id, m.conversation_id, c.id, m.author, m.status, m.body, "
-        "m.media_urls, m.from_number, m.to_number, m.provider, c.opted_out, c.blocked "
+        "m.media_urls, m.from_number, m.to_number, m.provider, c.opted_out, c.blocked, "
+        "w.webhook_url IS NOT NULL "
         "FROM messages m JOIN conversations v ON v.id = m.conversation_id "
-        "JOIN contacts c ON c.id = v.contact_id WHERE m.id = ?",
+        "JOIN contacts c ON c.id = v.contact_id JOIN workspaces w ON w.id = m.workspace_id "
+        "WHERE m.id = ?",
         (message_id,),
     )
     if not found:
         return None, False
     (ident, workspace_id, conversation_id, contact_id, author, status, body) = found[0][:7]
-    media_urls, from_number, to_number, provider, opted_out, blocked = found[0][7:]
+    media_urls, from_number, to_number, provider, opted_out, blocked, hooked = found[0][7:]
     outbound = Outbound(
         id=ident,
         workspace_id=workspace_id,
@@ -243,6 +247,7 @@ def claim_for_sending(
         provider=provider,
         opted_out=bool(opted_out),
         blocked=bool(blocked),
+        hooked=bool(hooked),
     )
     waiting = (MessageStatus.QUEUED, MessageStatus.SCHEDULED)
     if outbound.status not in waiting or not may_send(outbound):

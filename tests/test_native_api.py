@@ -9,9 +9,20 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.evals.scripted import ScriptedLLM, reply
+from storage import contacts
+from storage.engine import create_engine, create_session_factory
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import FROM_NUMBER, PATIENT, Database, Service, count_rows, wait_until
 from tests.workspaces import text_in
+
+
+async def _tag(db: Database, contact_id: str, tag: str) -> None:
+    engine = create_engine(db.url, schema=db.schema)
+    try:
+        async with create_session_factory(engine)() as session, session.begin():
+            await contacts.add_tag(session=session, contact_id=contact_id, tag=tag)
+    finally:
+        await engine.dispose()
 
 
 async def _kick(service: Service, phone: str, **extra: Any) -> dict[str, Any]:
@@ -20,7 +31,7 @@ async def _kick(service: Service, phone: str, **extra: Any) -> dict[str, Any]:
     return dict(body)
 
 
-async def test_list_filters_and_cursor(service: Service, twilio: TwilioStub) -> None:
+async def test_list_filters_and_cursor(service: Service, db: Database, twilio: TwilioStub) -> None:
     phones = [f"+1310555{n:04d}" for n in range(5)]
     started = [await _kick(service, p) for p in phones]
     await twilio.wait_for_messages(5)
@@ -46,6 +57,16 @@ async def test_list_filters_and_cursor(service: Service, twilio: TwilioStub) -> 
     assert [c["id"] for c in page["data"]] == [started[0]["conversation_id"]]
     _, page, _ = await service.request("GET", "/v1/conversations?status=open&mode=agent")
     assert len(page["data"]) == 4
+    # Tags: the one tagged 50%_off (LIKE's wildcards are taken literally), not the others.
+    thread = await service.conversation(started[2]["conversation_id"])
+    await _tag(db, thread["contact"]["id"], "50%_off")
+    await _tag(
+        db, (await service.conversation(started[3]["conversation_id"]))["contact"]["id"], "50"
+    )
+    _, page, _ = await service.request("GET", "/v1/conversations?tag=50%25_off")
+    assert [c["id"] for c in page["data"]] == [started[2]["conversation_id"]]
+    _, page, _ = await service.request("GET", "/v1/conversations?tag=5")
+    assert page["data"] == []
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     _, page, _ = await service.request(
         "GET", f"/v1/conversations?updated_since={future.replace('+', '%2B')}"

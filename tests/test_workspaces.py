@@ -192,6 +192,19 @@ def test_workspaces_cli_create_list_rotate(sqlite_db: Database, tmp_path: Any) -
     missing = runner.invoke(main, ["workspaces", "rotate-key", "ws_nope"], env=env)
     assert missing.exit_code != 0
 
+    hooked = runner.invoke(
+        main,
+        ["workspaces", "webhook", shown["id"], "https://crm.example.com/hooks", "--json"],
+        env=env,
+    )
+    assert hooked.exit_code == 0, hooked.output
+    assert json.loads(hooked.output)["webhook_secret"].startswith("whsec_")
+    listed = runner.invoke(main, ["workspaces", "list", "--json"], env=env)
+    [row] = [r for r in json.loads(listed.output) if r["id"] == shown["id"]]
+    assert row["webhook_url"] == "https://crm.example.com/hooks"
+    off = runner.invoke(main, ["workspaces", "webhook", shown["id"], "--off"], env=env)
+    assert off.exit_code == 0, off.output
+
 
 async def test_a_rotated_key_stops_working_at_once(service: Service, db: Database) -> None:
     from agent.workspaces import rotate_api_key

@@ -12,7 +12,7 @@ import hmac
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -83,20 +83,28 @@ def answer(model: BaseModel, status: int = 200) -> web.Response:
     return web.json_response(model.model_dump(mode="json"), status=status)
 
 
-Remember = Callable[[Dialect, BaseModel], Plan[None]]
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
-def keeper(request: web.Request, status: int) -> Remember | None:
-    """With an Idempotency-Key: a `remember` that keeps the answer in the handler's transaction."""
+def keeper(
+    request: web.Request, status: int, shape: Callable[[T], BaseModel]
+) -> Callable[[Dialect, T], Plan[None]] | None:
+    """With an Idempotency-Key: a `remember` that keeps the answer (`shape` of the result) in
+    the transaction that made it; None without one."""
     keep: Keep | None = request.get(KEEP_ANSWER)
     if keep is None:
         return None
     keeping = keep
 
-    def remember(dialect: Dialect, result: BaseModel) -> Plan[None]:
-        return keeping(dialect, status, json.dumps(result.model_dump(mode="json")))
+    def remember(dialect: Dialect, result: T) -> Plan[None]:
+        return keeping(dialect, status, json.dumps(shape(result).model_dump(mode="json")))
 
     return remember
+
+
+def _as_is(model: M) -> M:
+    return model
 
 
 # Conversations
@@ -110,7 +118,7 @@ async def create_conversation(request: web.Request) -> web.Response:
         request, workspace_id, kickoff.message, kickoff.template, kickoff.variables, kickoff.contact
     )
     result = await start_conversation(
-        deps, workspace_id, kickoff, text=text, remember=keeper(request, 201)
+        deps, workspace_id, kickoff, text=text, remember=keeper(request, 201, _as_is)
     )
     return answer(result, 201)
 
@@ -214,7 +222,7 @@ async def reply_in_conversation(request: web.Request) -> web.Response:
     workspace_id = await authenticate(request)
     reply = HumanReply.model_validate(await read_json(request))
     deps = request.app[DEPS]
-    remember = keeper(request, 201)
+    remember = keeper(request, 201, _as_is)
     async with deps.sessions() as session, session.begin():
         conversation = await _own_conversation(session, request, workspace_id)
         contact = await session.get(Contact, conversation.contact_id)
@@ -287,14 +295,6 @@ async def create_message(request: web.Request) -> web.Response:
     text = await _text_of(
         request, workspace_id, body.message, body.template, body.variables, body.contact
     )
-    remember = keeper(request, 201)
-    keep = None
-    if remember is not None:
-        remembering = remember
-
-        def keep(dialect: Dialect, sent: Sent) -> Plan[None]:
-            return remembering(dialect, _message_sent(sent))
-
     sent = await send(
         request.app[DEPS],
         workspace_id,
@@ -308,7 +308,7 @@ async def create_message(request: web.Request) -> web.Response:
             send_at=body.send_at,
             new_thread=False,
         ),
-        remember=keep,
+        remember=keeper(request, 201, _message_sent),
     )
     return answer(_message_sent(sent), 201)
 

@@ -25,7 +25,7 @@ from agent.evals.scenario import ScenarioError, load_scenarios
 from agent.schemas import WorkspaceIn
 from agent.settings import Settings
 from agent.transcripts import list_recent, load_conversation
-from agent.workspaces import create_workspace, rotate_api_key
+from agent.workspaces import create_workspace, rotate_api_key, set_webhook
 from storage.engine import (
     SessionFactory,
     create_engine,
@@ -304,6 +304,32 @@ def workspaces_list(as_json: bool) -> None:
     for row in rows:
         numbers = ", ".join(row["numbers"]) or "-"
         click.echo(f"{row['id']:30} {row['name'][:24]:24} {row['vertical']:13} {numbers}")
+
+
+@workspaces.command("webhook")
+@click.argument("workspace_id")
+@click.argument("url", required=False)
+@click.option("--off", is_flag=True, help="Stop sending status webhooks.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def workspaces_webhook(workspace_id: str, url: str | None, off: bool, as_json: bool) -> None:
+    """Send the workspace's status webhooks to URL, signed with a new secret (printed once)."""
+    settings = load_settings()
+    if workspace_id == DEFAULT_WORKSPACE_ID:
+        raise click.ClickException(
+            "the default workspace's webhook is SMSAGENT_WEBHOOK_URL and SMSAGENT_WEBHOOK_SECRET"
+        )
+    if off == (url is not None):
+        raise click.UsageError("give a URL, or --off")
+    if url is not None and not url.startswith(("https://", "http://")):
+        raise click.BadParameter("must start with https:// or http://", param_hint="URL")
+    try:
+        secret = _write(settings, lambda sessions: set_webhook(sessions, workspace_id, url))
+    except LookupError:
+        raise click.ClickException(f"no workspace {workspace_id}") from None
+    if as_json:
+        click.echo(json.dumps({"id": workspace_id, "webhook_url": url, "webhook_secret": secret}))
+    elif secret is not None:
+        click.echo(secret)
 
 
 @workspaces.command("rotate-key")

@@ -150,14 +150,6 @@ async def avoca_send(request: web.Request) -> web.Response:
             )
 
     request_id = f"req_{uuid.uuid4().hex[:12]}"
-    remember = keeper(request, 200)
-    keep = None
-    if remember is not None:
-        remembering = remember
-
-        def keep(dialect: Dialect, sent: Sent) -> Plan[None]:
-            return remembering(dialect, _avoca_answer(sent, request_id))
-
     sent = await send(
         request.app[DEPS],
         workspace_id,
@@ -173,7 +165,7 @@ async def avoca_send(request: web.Request) -> web.Response:
             new_thread=body.conversation_id is None,
             shorten=shorten,
         ),
-        remember=keep,
+        remember=keeper(request, 200, lambda sent: _avoca_answer(sent, request_id)),
     )
     return web.json_response(_avoca_answer(sent, request_id).model_dump(mode="json"))
 
@@ -270,14 +262,6 @@ async def helloannie_sms(request: web.Request) -> web.Response:
     body = AnnieSms.model_validate(await read_json(request))
     patient = body.patientInfo or AnniePatient()
     visit = body.appointmentInfo
-    remember = keeper(request, 200)
-    keep = None
-    if remember is not None:
-        remembering = remember
-
-        def keep(dialect: Dialect, sent: Sent) -> Plan[None]:
-            return remembering(dialect, _annie_answer(sent))
-
     try:
         appointment = (
             None
@@ -314,7 +298,7 @@ async def helloannie_sms(request: web.Request) -> web.Response:
             message_type=MessageType.TRANSACTIONAL,
             origin="helloannie",
         ),
-        remember=keep,
+        remember=keeper(request, 200, _annie_answer),
     )
     return web.json_response(_annie_answer(sent).model_dump(mode="json"))
 
