@@ -8,14 +8,18 @@ secret are kept only as SHA-256 hashes (the Avochato auth id is an identifier, k
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
 
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from agent.errors import Conflict
 from storage.engine import SessionFactory
-from storage.models import Workspace
+from storage.models import Membership, MembershipRole, User, Workspace
 from storage.templates import install_builtin_templates
 from storage.types import new_id, utcnow
 from storage.workspaces import NumberTaken, claim_sender_number, workspace_for_number
@@ -66,9 +70,24 @@ async def create_workspace(
                 vertical=vertical,
                 api_key_hash=hash_secret(credentials.api_key),
                 avaamo_channel_hash=hash_secret(credentials.avaamo_channel_uuid),
-                avochato_auth_id=credentials.avochato_auth_id,
-                avochato_secret_hash=hash_secret(credentials.avochato_auth_secret),
+                subdomain=await _free_subdomain(session, name),
             )
+        )
+        await session.flush()
+        # The inbox credentials are its owner's: a team member of the workspace.
+        owner = User(
+            id=new_id("usr"),
+            email=f"owner+{credentials.id}@smsagent.invalid",
+            name=f"{name} owner"[:100],
+            auth_id=credentials.avochato_auth_id,
+            auth_secret_hash=hash_secret(credentials.avochato_auth_secret),
+            home_workspace_id=credentials.id,
+            require_2fa=False,
+        )
+        session.add(owner)
+        await session.flush()
+        session.add(
+            Membership(workspace_id=credentials.id, user_id=owner.id, role=MembershipRole.OWNER)
         )
         await session.flush()
         for number in numbers:
@@ -82,6 +101,17 @@ async def create_workspace(
                 ) from exc
         await install_builtin_templates(session=session, workspace_id=credentials.id)
     return credentials
+
+
+async def _free_subdomain(session: AsyncSession, name: str) -> str:
+    """A subdomain from the name ("Bright Smiles" → "bright-smiles"), numbered if taken."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:50] or "inbox"
+    for n in range(1, 1000):
+        candidate = base if n == 1 else f"{base}-{n}"
+        taken = await session.exec(select(Workspace.id).where(Workspace.subdomain == candidate))
+        if taken.first() is None:
+            return candidate
+    return f"{base}-{secrets.token_hex(4)}"
 
 
 async def rotate_api_key(sessions: SessionFactory, workspace_id: str) -> str | None:

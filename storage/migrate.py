@@ -38,12 +38,34 @@ async def migrate(engine: AsyncEngine, *, schema: str | None = None) -> None:
 
 
 async def _migrate(engine: AsyncEngine, schema: str | None) -> None:
+    if engine.dialect.name == "sqlite":
+        await _migrate_sqlite(engine)
+        return
     async with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
             if schema:
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         await conn.run_sync(_upgrade)
+
+
+async def _migrate_sqlite(engine: AsyncEngine) -> None:
+    """SQLite changes a table by copying it to a new one (Alembic's batch mode), which drops
+    the old table under rows that refer to it: foreign keys are checked once the migration is
+    done instead of during it. The pragma is ignored inside a transaction, so it is set on the
+    driver's connection around the migration's transaction."""
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.execute("PRAGMA foreign_keys=OFF")
+        try:
+            async with conn.begin():
+                await conn.run_sync(_upgrade)
+                broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).fetchall()
+                if broken:
+                    raise RuntimeError(f"the migration left rows without a parent: {broken[:5]}")
+        finally:
+            await driver.execute("PRAGMA foreign_keys=ON")
 
 
 def _upgrade(connection: Connection) -> None:

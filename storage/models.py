@@ -97,11 +97,10 @@ class Workspace(SQLModel, table=True):
     timezone: str
     vertical: str
     api_key_hash: str | None = Field(default=None, unique=True, max_length=64)
-    # Credentials of the compatible APIs: Avaamo's channel uuid (hashed: it is the secret) and
-    # Avochato's auth id (public) and secret (hashed).
+    # Avaamo's channel uuid, the credential of its compatible API (hashed: it is the secret).
     avaamo_channel_hash: str | None = Field(default=None, unique=True, max_length=64)
-    avochato_auth_id: str | None = Field(default=None, unique=True, max_length=40)
-    avochato_secret_hash: str | None = Field(default=None, max_length=64)
+    # The inbox's name in the Avochato-compatible API (`subdomain`).
+    subdomain: str | None = Field(default=None, unique=True, max_length=63)
     # Weekday ("mon") -> open spans ("08:00-12:00, 13:00-17:00"); None: the default hours.
     hours: dict[str, str] | None = Field(default=None, sa_type=JSON)
     closed_days: list[str] = Field(default_factory=list, sa_type=JSON)
@@ -140,8 +139,66 @@ class Contact(SQLModel, table=True):
     blocked: bool = False
     # When the contact agreed to marketing texts; None: marketing is refused.
     marketing_consent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The inbox's fields: street, city, state, zip, country, company, other_phone, notes,
+    # muted, landline, priority, double_opted_in, visible, stuck_number, salesforce ids and
+    # custom variables.
+    profile: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    owner_user_id: str | None = Field(default=None, max_length=40)
     created_at: datetime = _created()
     updated_at: datetime = _created()
+
+
+class MembershipRole(StrEnum):
+    MEMBER = "member"
+    MANAGER = "manager"
+    OWNER = "owner"
+
+
+class User(SQLModel, table=True):
+    """A team member: a person who answers in one or more workspaces' inboxes."""
+
+    __tablename__ = "users"
+
+    id: str = Field(primary_key=True, max_length=40)
+    email: str = Field(unique=True, max_length=254)
+    name: str | None = Field(default=None, max_length=100)
+    phone: str | None = Field(default=None, max_length=16)
+    # Credentials of the Avochato-compatible API: the id as is, the secret hashed.
+    auth_id: str | None = Field(default=None, unique=True, max_length=40)
+    auth_secret_hash: str | None = Field(default=None, max_length=64)
+    # The workspace its credentials act in when a request names no subdomain.
+    home_workspace_id: str | None = Field(default=None, foreign_key="workspaces.id", max_length=40)
+    require_2fa: bool = True
+    # Password resets and MFA phone set-ups asked for, oldest first: {"kind", "at", ...}.
+    requests: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    signed_in_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class Membership(SQLModel, table=True):
+    """A user's place in a workspace's team."""
+
+    __tablename__ = "memberships"
+
+    workspace_id: str = Field(foreign_key="workspaces.id", primary_key=True, max_length=40)
+    user_id: str = Field(foreign_key="users.id", primary_key=True, index=True, max_length=40)
+    role: str = Field(default=MembershipRole.MEMBER, max_length=20)
+    enabled: bool = True
+    # The round-robin roster: the next ticket goes to the one assigned longest ago.
+    last_assigned_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    added_at: datetime = _created()
+
+
+class Tag(SQLModel, table=True):
+    """A tag a workspace uses on its contacts (contacts keep the names they carry)."""
+
+    __tablename__ = "tags"
+
+    workspace_id: str = Field(foreign_key="workspaces.id", primary_key=True, max_length=40)
+    name: str = Field(primary_key=True, max_length=100)
+    color: str | None = Field(default=None, max_length=20)
+    created_at: datetime = _created()
 
 
 class SenderNumber(SQLModel, table=True):
@@ -228,6 +285,10 @@ class Conversation(SQLModel, table=True):
     # of it), and the last message folded in.
     summary: str | None = Field(default=None, sa_column=Column(Text))
     summary_through: str | None = Field(default=None, max_length=40)
+    # The team member who owns the thread (the inbox's ticket owner), and when it was last
+    # marked answered.
+    assignee_user_id: str | None = Field(default=None, max_length=40)
+    addressed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = _created()
     updated_at: datetime = _created()
     last_message_at: datetime = _created()
@@ -262,6 +323,12 @@ class Message(SQLModel, table=True):
     origin: str | None = Field(default=None, max_length=20)
     # A scheduled message goes out at this time (status `scheduled` until then).
     send_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The team member who sent it (a person's reply through the inbox API).
+    sender_user_id: str | None = Field(default=None, max_length=40)
+    # Where the inbox API's caller wants its delivery statuses POSTed.
+    status_callback: str | None = None
+    # Deleted from the inbox's view (a sent text cannot be unsent).
+    hidden: bool = False
     # Inbound only: when a turn answered it; unanswered inbound messages make up the next turn.
     handled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     agent_run_id: str | None = Field(default=None, max_length=40)
