@@ -33,7 +33,8 @@ from tests.test_kickoff import KICKOFF
 from tests.workspaces import call, new_workspace
 from webhooks import api
 from webhooks.openapi import build_openapi
-from webhooks.routes import Route, all_routes
+from webhooks.routes import all_routes
+from webhooks.routing import Route
 
 _REF = "#/components/schemas/"
 # Per operation and run: keeps the whole fuzzing within a minute on two busy cores.

@@ -22,7 +22,7 @@ from agent.settings import Settings
 from webhooks.keys import SETTINGS
 
 if TYPE_CHECKING:
-    from webhooks.routes import Handler, Route
+    from webhooks.routing import Handler, Route
 
 OPENAPI_VERSION = "3.1.0"
 _PREFIX = "#/components/schemas/"

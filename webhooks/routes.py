@@ -7,12 +7,7 @@ models its handler validates with, never a second copy written by hand.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal
-
 from aiohttp import web
-from pydantic import BaseModel
 
 from agent.schemas import (
     ConversationListPage,
@@ -33,38 +28,9 @@ from agent.schemas import (
 )
 from agent.settings import Settings
 from webhooks import api, compat, inbound, links, openapi
+from webhooks.avochato.routes import inbox_routes
 from webhooks.idempotency import idempotent
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# How a route authenticates: the workspace's API key as a Bearer token, the Avaamo channel uuid
-# in the path, a provider's signature, or nothing.
-Auth = Literal["bearer", "avaamo_channel", "twilio_signature", "none"]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    tag: str
-    auth: Auth = "bearer"
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    # Status -> the model of its JSON body (None: no body, or not JSON).
-    responses: Mapping[int, type[BaseModel] | None] = field(default_factory=dict)
-    # Documented for integrators; provider webhooks and the console are left out of the spec.
-    public: bool = True
-    # Request headers besides Authorization: name -> (required, what it is).
-    headers: Mapping[str, tuple[bool, str]] = field(default_factory=dict)
-
-
-RETRY_SAFE = {
-    "Idempotency-Key": (
-        False,
-        "any unique string (1-255 characters): a retry with it gets the first answer again",
-    )
-}
+from webhooks.routing import RETRY_SAFE, Route
 
 
 def api_routes() -> list[Route]:
@@ -297,7 +263,7 @@ def provider_routes(settings: Settings) -> list[Route]:
 
 
 def all_routes(settings: Settings) -> list[Route]:
-    return api_routes() + provider_routes(settings)
+    return api_routes() + inbox_routes() + provider_routes(settings)
 
 
 def setup_routes(app: web.Application, settings: Settings) -> None:
