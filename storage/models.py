@@ -201,6 +201,88 @@ class Tag(SQLModel, table=True):
     created_at: datetime = _created()
 
 
+class BroadcastStatus(StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    COMPLETED = "completed"
+    CANCELED = "canceled"
+
+
+class Broadcast(SQLModel, table=True):
+    """One message to an audience of contacts, each in a 1-on-1 thread."""
+
+    __tablename__ = "broadcasts"
+    __table_args__ = (Index("ix_broadcasts_workspace_created", "workspace_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    user_id: str | None = Field(default=None, max_length=40)
+    name: str | None = Field(default=None, max_length=200)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    media_url: str | None = None
+    status_callback: str | None = None
+    sender_number: str | None = Field(default=None, max_length=16)
+    status: str = Field(default=BroadcastStatus.DRAFT, max_length=20)
+    # How the audience was chosen: via_tags, via_contact_ids, via_phone_numbers, via_field.
+    audience: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    scheduled_for: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class BroadcastRecipient(SQLModel, table=True):
+    """A contact in a broadcast's audience, and what became of their text."""
+
+    __tablename__ = "broadcast_recipients"
+    __table_args__ = (Index("ix_broadcast_recipients_message", "message_id"),)
+
+    broadcast_id: str = Field(foreign_key="broadcasts.id", primary_key=True, max_length=40)
+    contact_id: str = Field(foreign_key="contacts.id", primary_key=True, max_length=40)
+    message_id: str | None = Field(default=None, max_length=40)
+    conversation_id: str | None = Field(default=None, max_length=40)
+    status: str = Field(max_length=20)
+    error_code: str | None = Field(default=None, max_length=40)
+    attempted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = _created()
+
+
+class Campaign(SQLModel, table=True):
+    """A drip sequence: texts sent one after another, started by a keyword or the API."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (UniqueConstraint("workspace_id", "key", name="uq_campaigns_workspace_key"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    key: str = Field(max_length=64)
+    name: str | None = Field(default=None, max_length=200)
+    # The texts in order: {"message", "delay_seconds", "media_url"}; the first goes at once.
+    steps: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class CampaignEnrollment(SQLModel, table=True):
+    """A contact going through a campaign."""
+
+    __tablename__ = "campaign_enrollments"
+    __table_args__ = (Index("ix_campaign_enrollments_contact", "contact_id", "campaign_id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    campaign_id: str = Field(foreign_key="campaigns.id", max_length=40)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    contact_id: str = Field(foreign_key="contacts.id", max_length=40)
+    conversation_id: str | None = Field(default=None, max_length=40)
+    status: str = Field(max_length=20)  # active, done, canceled
+    # The messages queued for its steps, in order (scheduled ones can be canceled).
+    message_ids: list[str] = Field(default_factory=list, sa_type=JSON)
+    started_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
 class SenderNumber(SQLModel, table=True):
     """A number the workspace texts from; inbound texts to it belong to the workspace."""
 
