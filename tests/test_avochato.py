@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.harness import Database, Service
 from tests.inbox import inbox
 from tests.workspaces import new_workspace
@@ -58,3 +60,21 @@ async def test_a_subdomain_must_be_one_of_the_users(service: Service, db: Databa
     status, body = await inbox(service, mine, "POST", "/v1/calls", subdomain="other-dental")
     assert status == 401
     assert body["status"] == 401
+
+
+async def test_over_the_rate_the_inbox_answers_429_in_its_envelope(
+    make_service: Any, db: Database
+) -> None:
+    service = await make_service(api_rate_per_second=0.01, api_rate_burst=2)
+    ws = await new_workspace(db, "Sunrise Dental", "+15550002222")
+    other = await new_workspace(db, "Other Dental", "+15550003333")
+    for _ in range(2):
+        status, _ = await inbox(service, ws, "POST", "/v1/calls", via="form")
+        assert status == 501
+    status, body = await inbox(service, ws, "POST", "/v1/calls")
+    assert status == 429
+    assert body["status"] == 429
+    assert body["error"]["code"] == "rate_limited"
+    # Another member's credentials have their own allowance.
+    status, _ = await inbox(service, other, "POST", "/v1/calls", via="query")
+    assert status == 501

@@ -2,10 +2,11 @@
 
 Each bucket holds up to `burst` requests and refills at `rate` a second; a request that finds
 its bucket empty is answered 429 with `Retry-After` and goes no further. The credential is the
-Bearer key (`/v1/...`, `/compat/...`) or, for Avaamo's API, the channel uuid in the path; both
-are kept only hashed. A request without one counts against its client address, and so does
-one whose credential is refused (401, 403; 404 for an unknown channel): guessing credentials
-is bounded like sending none.
+Bearer key (`/v1/...`, `/compat/...`), for Avaamo's API the channel uuid in the path, and for
+the inbox API (`/compat/avochato/...`) its `auth_id` parameter; all are kept only hashed. A
+request without one counts against its client address, and so does one whose credential is
+refused (401, 403; 404 for an unknown channel): guessing credentials is bounded like sending
+none.
 
 Provider webhooks, the health check, the spec and short links are not limited here: providers
 sign their requests and retry what is refused, and a customer's tap on a link is not an API call.
@@ -25,12 +26,15 @@ from aiohttp.typedefs import Handler, Middleware
 
 from agent.errors import NotFound
 from agent.settings import Settings
+from webhooks.avochato.common import failure as inbox_failure
+from webhooks.avochato.common import params as inbox_params
 from webhooks.errors import HttpError, json_error
 
 Clock = Callable[[], float]
 
 _LIMITED = ("/v1/", "/compat/")
 _AVAAMO = "/compat/avaamo/sms/"
+_INBOX = "/compat/avochato/"
 # Past this many buckets the least recently used go first, even before they are full again.
 MAX_BUCKETS = 100_000
 
@@ -102,11 +106,20 @@ class TokenBuckets:
             self._buckets.popitem(last=False)
 
 
-def credential(request: web.Request) -> bytes | None:
+async def credential(request: web.Request) -> bytes | None:
     """What the request is limited by (hashed), or None for a path that is not limited."""
     path = request.path
     if not path.startswith(_LIMITED):
         return None
+    if path.startswith(_INBOX):
+        # The inbox API's credential is a parameter, in the query string or the body.
+        try:
+            auth_id = (await inbox_params(request)).get("auth_id")
+        except HttpError:
+            auth_id = None
+        if isinstance(auth_id, str) and auth_id:
+            return b"inbox:" + _digest(auth_id)
+        return client(request)
     if path.startswith(_AVAAMO):
         channel = path[len(_AVAAMO) :].split("/", 1)[0]
         if channel:
@@ -144,7 +157,7 @@ def rate_limit_middleware(settings: Settings, *, clock: Clock = time.monotonic) 
 
     @web.middleware
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        key = credential(request)
+        key = await credential(request)
         if key is None:
             return await handler(request)
         address = client(request)
@@ -154,7 +167,9 @@ def rate_limit_middleware(settings: Settings, *, clock: Clock = time.monotonic) 
             wait = buckets.wait(address)
         if wait:
             seconds = max(1, math.ceil(wait))
-            return json_error(
+            # The inbox API answers in its own envelope; the rest in the service's error shape.
+            answer = inbox_failure if request.path.startswith(_INBOX) else json_error
+            return answer(
                 429,
                 "rate_limited",
                 f"too many requests; retry in {seconds} s",
@@ -163,7 +178,7 @@ def rate_limit_middleware(settings: Settings, *, clock: Clock = time.monotonic) 
                     "rate_per_second": buckets.rate,
                     "burst": buckets.burst,
                 },
-                headers={"Retry-After": str(seconds)},
+                {"Retry-After": str(seconds)},
             )
         try:
             response = await handler(request)
