@@ -111,6 +111,9 @@ from storage.types import new_id, utcnow
 log = logging.getLogger("smsagent.hooks")
 
 HOOK_JOB = "hook"
+# A POST of a message's new status to the URL its sender gave (the inbox API's
+# `status_callback`); run beside the hooks, on their retry schedule.
+STATUS_CALLBACK_JOB = "status_callback"
 SIGNATURE_HEADER = "Smsagent-Signature"
 # How old a signed request may be when it arrives, for receivers using `verify`.
 TOLERANCE_SECONDS = 300
@@ -189,13 +192,26 @@ def workspace_hook_plan(
 
 
 def message_status_plan(dialect: Dialect, message_id: str) -> Plan[list[str]]:
-    """Queue what an outbound message's status, just moved forward, tells the business; the
-    ids queued (none when its workspace has no webhook: one indexed look-up)."""
+    """Queue what an outbound message's status, just moved forward, tells the business, and
+    the callback its sender asked for; the ids queued (none when there is neither: one
+    indexed look-up)."""
     found = yield from messages.reported_plan(message_id)
     if found is None:
         return []
-    message, contact_id = found
+    message, contact_id, hooked = found
     queued = []
+    if message.status_callback:
+        callback_id = new_id("cb")
+        yield from jobs.enqueue_plan(
+            dialect,
+            kind=STATUS_CALLBACK_JOB,
+            key=f"callback:{callback_id}",
+            payload={"id": callback_id, "message_id": message.id, "status": message.status},
+            max_attempts=HOOK_ATTEMPTS,
+        )
+        queued.append(callback_id)
+    if not hooked:
+        return queued
     for event_type in _status_events(message):
         data = _message_data(message, contact_id, event_type)
         avoca = _avoca_body(message, event_type) if message.origin == AVOCA else None

@@ -113,6 +113,11 @@ async def send(
             raise OptedOut("the contact opted out of messages from this workspace")
         if contact.blocked:
             raise Blocked("the contact is blocked")
+        if contact.profile.get("landline"):
+            raise Conflict(
+                "the contact's number is a landline, which cannot receive texts",
+                code="contact_landline",
+            )
         if outgoing.message_type == MessageType.MARKETING and contact.marketing_consent_at is None:
             raise Conflict(
                 "marketing texts need the contact's recorded consent",

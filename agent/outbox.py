@@ -225,6 +225,8 @@ class SendHandler:
             )
         if outbound.blocked:
             return ("contact_blocked", "the contact is blocked")
+        if outbound.landline:
+            return ("contact_landline", "the contact's number is a landline")
         # The opt-out confirmation itself must still go out.
         if outbound.opted_out and outbound.author != MessageAuthor.SYSTEM:
             return ("contact_opted_out", "the contact opted out")
@@ -327,7 +329,12 @@ class SendRaced(Exception):
 
 
 _KNOWN = {s.value for s in MessageStatus}
-_NOT_ATTEMPTED = {"contact_opted_out", "contact_blocked", "provider_not_configured"}
+_NOT_ATTEMPTED = {
+    "contact_opted_out",
+    "contact_blocked",
+    "contact_landline",
+    "provider_not_configured",
+}
 
 
 async def _read_message(deps: Deps, message_id: str) -> Message | None:

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     worker_sends: int = Field(default=100, ge=1, le=1_000)
     # Webhooks to the business, in a lane of their own: a slow endpoint never holds up a reply.
     worker_hooks: int = Field(default=50, ge=1, le=1_000)
+    # Broadcast text segments each sender number sends a second at most (carriers throttle per
+    # number, in segments: about 1/s for a long code, more for toll-free and short codes).
+    broadcast_per_second: float = Field(default=1.0, gt=0, le=1_000)
     # Turns at work at once (not waiting on the model); the rest wait in line, so under a rush
     # turns finish in the order they started rather than all together at the end.
     worker_turns_at_work: int = Field(default=32, ge=1, le=1_000)

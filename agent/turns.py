@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from agent import hooks
+from agent import campaigns, hooks
 from agent.brain import Thought, Turn
 from agent.claims import Claim
 from agent.composer import ComposedSms
@@ -26,12 +26,16 @@ from agent.language import language_of
 from agent.outbox import SEND_JOB, Queued, compose_reply, queue_text_plan, send_key
 from agent.pacing import Places, back_to_work, wait_elsewhere
 from agent.prompting import contact_zone, rendered_prompt, reply_text
+from agent.quiet import recipient_zone
+from agent.settings import Settings
 from storage import appointments, contacts, conversations, events, jobs, messages
+from storage.campaigns import by_keyword_plan
 from storage.conversations import EarlierThread
 from storage.jobs import Lease
 from storage.models import (
     Appointment,
     AppointmentStatus,
+    Campaign,
     Contact,
     Conversation,
     ConversationMode,
@@ -39,6 +43,7 @@ from storage.models import (
     Message,
     MessageAuthor,
     MessageDirection,
+    MessageStatus,
     Workspace,
 )
 from storage.raw import Dialect, Plan, commit_plan
@@ -55,6 +60,7 @@ class Action(StrEnum):
     OPT_IN = "opt_in"
     HELP = "help"
     CONFIRM = "confirm"
+    CAMPAIGN = "campaign"
     SILENT = "silent"
     HANDOFF = "handoff"
     EMERGENCY = "emergency"
@@ -73,6 +79,8 @@ class Snapshot:
     others: list[Appointment] = field(default_factory=list)
     # What came of the contact's earlier threads, most recent last.
     earlier: list[EarlierThread] = field(default_factory=list)
+    # The campaign whose keyword the batch is, when it is one.
+    campaign: Campaign | None = None
 
 
 def pending_confirmation(appointment: Appointment | None, now: datetime) -> bool:
@@ -99,6 +107,10 @@ def decide(
         return Action.OPT_IN
     if keyword == Keyword.HELP:
         return Action.HELP
+    # The customer asked for the campaign by its keyword: it starts even while a person has
+    # the thread.
+    if snapshot.campaign is not None:
+        return Action.CAMPAIGN
     # A person has the thread: a "yes" may answer their question, not the reminder.
     if snapshot.conversation.mode == ConversationMode.HUMAN:
         return Action.SILENT
@@ -210,6 +222,9 @@ class TurnHandler:
                 "customer" if m.direction == MessageDirection.INBOUND else "business", m.body, m.id
             )
             for m in snapshot.history
+            # Texts waiting for their time (a campaign's later steps), or called off, were
+            # never said.
+            if m.status not in _UNSAID
         ]
         return await self._deps.brain.think(context, history)
 
@@ -317,7 +332,13 @@ class TurnHandler:
                 agent_run_id=outcome.run_id,
                 composed=outcome.composed if action == Action.LLM else None,
                 lease=(token, deps.settings.job_lease_seconds),
+                media_urls=campaigns.first_media(snapshot.campaign)
+                if action == Action.CAMPAIGN
+                else (),
             )
+            if action == Action.CAMPAIGN:
+                # The reply is the first step; the later ones are queued after it.
+                yield from _campaign_started(dialect, deps.settings, snapshot, queued.message.id)
             sent = (
                 _send_lease(queued, token, deps.settings.job_max_attempts)
                 if queued.job_id is not None
@@ -369,6 +390,7 @@ class TurnHandler:
         if action == Action.OPT_OUT:
             source = "natural_language" if classification.natural_language else "keyword"
             yield from contacts.opt_out_plan(dialect, contact.id, opted_out=True, source=source)
+            yield from campaigns.opted_out_plan(dialect, contact.id)
             yield from event("contact.opted_out", source=source, matched=classification.matched)
             yield from hooks.hook_plan(
                 dialect,
@@ -388,6 +410,9 @@ class TurnHandler:
             return reply_text("opt_in", workspace=workspace)
         if action == Action.HELP:
             return reply_text("help", workspace=workspace, language=language)
+        if action == Action.CAMPAIGN:
+            assert snapshot.campaign is not None
+            return campaigns.first_text(snapshot.campaign)
         if action == Action.CONFIRM:
             assert appointment is not None
             yield from appointments.status_plan(
@@ -446,6 +471,8 @@ class Outcome:
     model: str | None  # the model asked, when one was
 
 
+_UNSAID = frozenset({MessageStatus.SCHEDULED, MessageStatus.CANCELED})
+
 # Why a turn's commit stopped short; or that it replied without a send job of its own.
 _LEASE_LOST = "lease_lost"
 _SUPERSEDED = "superseded"
@@ -466,6 +493,11 @@ def _snapshot(dialect: Dialect, conversation_id: str, limit: int) -> Plan[Snapsh
     if history and _unanswered(history[0]):
         # The burst is longer than the history window: fetch all of it.
         batch = yield from messages.unhandled_inbound(conversation_id)
+    campaign = None
+    # Only a text of one word that could be a keyword costs a look-up.
+    word = campaigns.keyword_in([m.body for m in batch])
+    if word is not None:
+        campaign = yield from by_keyword_plan(found.workspace.id, word)
     return Snapshot(
         found.workspace,
         found.conversation,
@@ -475,6 +507,31 @@ def _snapshot(dialect: Dialect, conversation_id: str, limit: int) -> Plan[Snapsh
         history,
         [a for a in upcoming if a.id != own],
         earlier,
+        campaign,
+    )
+
+
+def _campaign_started(
+    dialect: Dialect, settings: Settings, snapshot: Snapshot, first_id: str
+) -> Plan[None]:
+    assert snapshot.campaign is not None
+    conversation, contact = snapshot.conversation, snapshot.contact
+    yield from campaigns.start_plan(
+        dialect,
+        settings,
+        campaign=snapshot.campaign,
+        conversation_id=conversation.id,
+        contact_id=contact.id,
+        sender=conversation.sender_number,
+        provider=conversation.provider,
+        phone=contact.phone,
+        zone=recipient_zone(
+            phone=contact.phone,
+            contact_zone=contact.timezone,
+            workspace_zone=snapshot.workspace.timezone,
+        ),
+        first=campaigns.QueuedStep(first_id, MessageStatus.QUEUED, None),
+        source="keyword",
     )
 
 

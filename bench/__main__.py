@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import capacity, ingest, scale, turns
+from bench import broadcasts, capacity, ingest, scale, turns
 
 
 def main() -> None:
@@ -24,7 +24,9 @@ def main() -> None:
     p = sub.add_parser("scale", help="PostgreSQL with several processes")
     p.add_argument("--processes", default="1,2,4")
     p.add_argument("--turns", type=int, default=500)
-    sub.add_parser("all", help="all four with their defaults")
+    p = sub.add_parser("broadcasts", help="publishing a broadcast to N contacts, SQLite")
+    p.add_argument("--recipients", type=int, default=10_000)
+    sub.add_parser("all", help="all of them with their defaults")
     args = parser.parse_args()
     if args.name in ("ingest", "all"):
         ingest.main(
@@ -37,6 +39,8 @@ def main() -> None:
         turns.main(getattr(args, "turns", 500), not getattr(args, "no_postgres", False))
     if args.name in ("capacity", "all"):
         capacity.main(getattr(args, "customers", 1000), getattr(args, "model_seconds", 2.0))
+    if args.name in ("broadcasts", "all"):
+        broadcasts.main(getattr(args, "recipients", 10_000))
     if args.name in ("scale", "all"):
         scale.main(
             [int(n) for n in str(getattr(args, "processes", "1,2,4")).split(",")],

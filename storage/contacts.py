@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Contact
+from storage.models import Contact, Tag
 from storage.raw import Dialect, Plan
 from storage.types import new_id, upsert_insert, utcnow
 
@@ -106,6 +106,12 @@ async def add_tag(*, session: AsyncSession, contact_id: str, tag: str) -> bool:
         return False
     contact.tags = [*contact.tags, tag]
     contact.updated_at = utcnow()
+    # The workspace's list of tags (the inbox API's) knows every tag a contact carries.
+    await session.exec(
+        upsert_insert(session, Tag)
+        .values(workspace_id=contact.workspace_id, name=tag, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["workspace_id", "name"])
+    )
     await session.flush()
     return True
 

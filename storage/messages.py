@@ -211,8 +211,11 @@ class Outbound:
     provider: str
     opted_out: bool
     blocked: bool
-    # Whether its workspace has a webhook to tell of the send's outcome.
+    # Whether anyone is to hear of the send's outcome: its workspace's webhook, or the
+    # callback URL its sender gave.
     hooked: bool = True
+    # The number is a landline (the inbox's contact profile says so): it cannot take texts.
+    landline: bool = False
 
 
 def claim_for_sending(
@@ -223,7 +226,7 @@ def claim_for_sending(
     found = yield (
         "SELECT m.id, m.workspace_id, m.conversation_id, c.id, m.author, m.status, m.body, "
         "m.media_urls, m.from_number, m.to_number, m.provider, c.opted_out, c.blocked, "
-        "w.webhook_url IS NOT NULL "
+        "(w.webhook_url IS NOT NULL OR m.status_callback IS NOT NULL), c.profile "
         "FROM messages m JOIN conversations v ON v.id = m.conversation_id "
         "JOIN contacts c ON c.id = v.contact_id JOIN workspaces w ON w.id = m.workspace_id "
         "WHERE m.id = ?",
@@ -232,7 +235,7 @@ def claim_for_sending(
     if not found:
         return None, False
     (ident, workspace_id, conversation_id, contact_id, author, status, body) = found[0][:7]
-    media_urls, from_number, to_number, provider, opted_out, blocked, hooked = found[0][7:]
+    media_urls, from_number, to_number, provider, opted_out, blocked, hooked, profile = found[0][7:]
     outbound = Outbound(
         id=ident,
         workspace_id=workspace_id,
@@ -248,6 +251,7 @@ def claim_for_sending(
         opted_out=bool(opted_out),
         blocked=bool(blocked),
         hooked=bool(hooked),
+        landline=bool((parse_json(profile) or {}).get("landline")),
     )
     waiting = (MessageStatus.QUEUED, MessageStatus.SCHEDULED)
     if outbound.status not in waiting or not may_send(outbound):
@@ -270,20 +274,22 @@ def cancel_scheduled_plan(dialect: Dialect, message_id: str) -> Plan[bool]:
     return bool(canceled)
 
 
-def reported_plan(message_id: str) -> Plan[tuple[Message, str] | None]:
-    """The message as stored and its contact's id, when its workspace has a webhook to tell
-    (one look-up by primary keys); None otherwise."""
+def reported_plan(message_id: str) -> Plan[tuple[Message, str, bool] | None]:
+    """The message as stored, its contact's id and whether its workspace has a webhook, when
+    someone is to be told of it (that webhook, or the message's `status_callback`): one
+    look-up by primary keys; None otherwise."""
     found = yield (
-        f"SELECT {_MESSAGE.sql}, v.contact_id FROM messages m "
+        f"SELECT {_MESSAGE.sql}, v.contact_id, w.webhook_url IS NOT NULL FROM messages m "
         "JOIN workspaces w ON w.id = m.workspace_id "
         "JOIN conversations v ON v.id = m.conversation_id "
-        "WHERE m.id = ? AND w.webhook_url IS NOT NULL",
+        "WHERE m.id = ? AND (w.webhook_url IS NOT NULL OR m.status_callback IS NOT NULL)",
         (message_id,),
     )
     if not found:
         return None
     row = found[0]
-    return _MESSAGE.load(row[: _MESSAGE.width]), str(row[_MESSAGE.width])
+    width = _MESSAGE.width
+    return _MESSAGE.load(row[:width]), str(row[width]), bool(row[width + 1])
 
 
 def requeue_message(dialect: Dialect, message_id: str) -> Plan[None]:

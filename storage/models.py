@@ -381,6 +381,15 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("provider", "provider_message_id", name="uq_messages_provider_id"),
         Index("ix_messages_conversation_created", "conversation_id", "created_at"),
+        Index("ix_messages_workspace_created", "workspace_id", "created_at"),
+        # Only scheduled messages have a send_at: the index holds just those.
+        Index(
+            "ix_messages_workspace_send_at",
+            "workspace_id",
+            "send_at",
+            sqlite_where=text("send_at IS NOT NULL"),
+            postgresql_where=text("send_at IS NOT NULL"),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=40)

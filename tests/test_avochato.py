@@ -47,8 +47,8 @@ async def test_calls_are_refused_clearly(service: Service, db: Database) -> None
     ws = await new_workspace(db, "Sunrise Dental", "+15550002222")
     for via in ("json", "form", "query"):
         status, body = await inbox(service, ws, "POST", "/v1/calls", via=via)
-        assert status == 501, body
-        assert body["status"] == 501
+        assert status == 403, body
+        assert body["status"] == 403
         assert body["error"]["code"] == "calls_not_supported"
 
 
@@ -56,7 +56,7 @@ async def test_a_subdomain_must_be_one_of_the_users(service: Service, db: Databa
     mine = await new_workspace(db, "Sunrise Dental", "+15550002222")
     await new_workspace(db, "Other Dental", "+15550003333")
     status, _ = await inbox(service, mine, "POST", "/v1/calls", subdomain="sunrise-dental")
-    assert status == 501
+    assert status == 403
     status, body = await inbox(service, mine, "POST", "/v1/calls", subdomain="other-dental")
     assert status == 401
     assert body["status"] == 401
@@ -70,11 +70,11 @@ async def test_over_the_rate_the_inbox_answers_429_in_its_envelope(
     other = await new_workspace(db, "Other Dental", "+15550003333")
     for _ in range(2):
         status, _ = await inbox(service, ws, "POST", "/v1/calls", via="form")
-        assert status == 501
+        assert status == 403
     status, body = await inbox(service, ws, "POST", "/v1/calls")
     assert status == 429
     assert body["status"] == 429
     assert body["error"]["code"] == "rate_limited"
     # Another member's credentials have their own allowance.
     status, _ = await inbox(service, other, "POST", "/v1/calls", via="query")
-    assert status == 501
+    assert status == 403

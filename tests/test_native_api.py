@@ -4,23 +4,30 @@ over threads, messages (now, later, canceled), templates, consent and quiet hour
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import text
+
 from agent.evals.scripted import ScriptedLLM, reply
-from storage import contacts
-from storage.engine import create_engine, create_session_factory
+from storage.engine import create_engine
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import FROM_NUMBER, PATIENT, Database, Service, count_rows, wait_until
 from tests.workspaces import text_in
 
 
 async def _tag(db: Database, contact_id: str, tag: str) -> None:
+    """Tag a contact as the agent's tool stores it (one write: this engine is a second writer
+    next to the running service's, and SQLite refuses a read that turns into a write then)."""
     engine = create_engine(db.url, schema=db.schema)
     try:
-        async with create_session_factory(engine)() as session, session.begin():
-            await contacts.add_tag(session=session, contact_id=contact_id, tag=tag)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE contacts SET tags = :tags WHERE id = :id"),
+                {"tags": json.dumps([tag]), "id": contact_id},
+            )
     finally:
         await engine.dispose()
 

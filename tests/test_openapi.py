@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -245,6 +245,10 @@ async def test_the_service_answers_as_documented(
             "X-Workspace-ID": workspace.id,
         },
         known=await _things_that_exist(service, workspace),
+        inbox={
+            "auth_id": workspace.avochato_auth_id,
+            "auth_secret": workspace.avochato_auth_secret,
+        },
     )
     document = await _document(service)
 
@@ -262,6 +266,8 @@ class _Target:
     headers: dict[str, str]
     # Path parameters naming things that exist, so requests get past the 404.
     known: dict[str, str]
+    # The inbox API's credentials (parameters, not headers), so requests get past the 401.
+    inbox: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -271,12 +277,15 @@ class _Run:
     real_numbers: dict[str, str]
     # Every text in the body ends in U+0000: valid JSON, which PostgreSQL cannot store as text.
     nul: bool = False
+    # The inbox API's credentials put in the query or the body.
+    inbox: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         known = ", existing ids" if self.known_ids else ""
         numbers = ", real phone numbers" if self.real_numbers else ""
         nul = ", texts ending in U+0000" if self.nul else ""
-        return f"{self.mode.value} data{known}{numbers}{nul}"
+        inbox = ", inbox credentials" if self.inbox else ""
+        return f"{self.mode.value} data{known}{numbers}{nul}{inbox}"
 
 
 async def _things_that_exist(service: Service, workspace: Credentials) -> dict[str, str]:
@@ -308,7 +317,10 @@ def _fuzz(document: dict[str, Any], target: _Target) -> tuple[int, list[str]]:
             operation = result.ok()
             tested += 1
             definition = document["paths"][operation.path][operation.method.lower()]
-            for run in _runs(definition, document["components"]["schemas"], target):
+            runs = _runs(definition, document["components"]["schemas"], target)
+            if operation.path.startswith("/compat/avochato/"):
+                runs.append(_Run(GenerationMode.POSITIVE, {}, {}, inbox=target.inbox))
+            for run in runs:
                 cases = operation.as_strategy(
                     generation_mode=run.mode, path_parameters=run.known_ids or None
                 )
@@ -316,6 +328,8 @@ def _fuzz(document: dict[str, Any], target: _Target) -> tuple[int, list[str]]:
                     cases = cases.map(_with_nul)
                 if run.real_numbers:
                     cases = cases.map(partial(_with_numbers, numbers=run.real_numbers))
+                if run.inbox:
+                    cases = cases.map(partial(_with_credentials, credentials=run.inbox))
                 try:
                     _call_each(cases, target.base_url, session)
                 # A check that failed, or a request the service never answered.
@@ -366,6 +380,14 @@ def _ending_in_nul(value: Any) -> Any:
 def _with_numbers(case: Case[Any], *, numbers: dict[str, str]) -> Case[Any]:
     if isinstance(case.body, dict):
         case.body.update({name: numbers[name] for name in numbers if name in case.body})
+    return case
+
+
+def _with_credentials(case: Case[Any], *, credentials: dict[str, str]) -> Case[Any]:
+    if isinstance(case.body, dict):
+        case.body.update(credentials)
+    else:
+        case.query = {**(case.query or {}), **credentials}
     return case
 
 

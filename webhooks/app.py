@@ -11,9 +11,10 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 
+from agent import broadcasts
 from agent.brain import Brain, build_brain
 from agent.deps import DEFAULT_WORKSPACE_ID, Deps, Nudge
-from agent.hooks import HOOK_JOB, HookHandler, store_inbound_reported
+from agent.hooks import HOOK_JOB, STATUS_CALLBACK_JOB, HookHandler, store_inbound_reported
 from agent.inbound import TURN_JOB
 from agent.outbox import SEND_JOB, SendHandler
 from agent.providers import ConsoleProvider, SmsProvider
@@ -28,6 +29,7 @@ from storage.notify import listen_for_jobs, plain_dsn
 from storage.raw import finish_plans
 from storage.templates import install_builtin_templates
 from storage.workspaces import NumberTaken, claim_sender_number, ensure_workspace
+from webhooks.avochato.status_callbacks import StatusCallbacks
 from webhooks.errors import error_middleware
 from webhooks.keys import DEPS, SETTINGS
 from webhooks.ratelimit import rate_limit_middleware
@@ -183,11 +185,19 @@ async def _start_worker(
     turns = TurnHandler(deps)
     worker = Worker(
         engine=deps.engine,
-        handlers={TURN_JOB: turns, SEND_JOB: SendHandler(deps), HOOK_JOB: HookHandler(deps, http)},
+        handlers={
+            TURN_JOB: turns,
+            SEND_JOB: SendHandler(deps),
+            HOOK_JOB: HookHandler(deps, http),
+            STATUS_CALLBACK_JOB: StatusCallbacks(deps, http),
+            broadcasts.BROADCAST_JOB: broadcasts.BroadcastHandler(deps),
+        },
         lanes=[
             LaneSpec("sends", (SEND_JOB,), settings.worker_sends, batch=50),
-            LaneSpec("hooks", (HOOK_JOB,), settings.worker_hooks, batch=50),
+            LaneSpec("hooks", (HOOK_JOB, STATUS_CALLBACK_JOB), settings.worker_hooks, batch=50),
             LaneSpec("turns", (TURN_JOB,), settings.worker_turns, batch=100),
+            # Runs last for seconds (paced sends): never in the way of a reply or a webhook.
+            broadcasts.LANE,
         ],
         nudge=deps.nudge,
         lease_seconds=settings.job_lease_seconds,

@@ -15,9 +15,11 @@ from typing import Any, TypeVar
 
 import aiohttp
 import click
+import yaml
 from aiohttp import web
 from pydantic import ValidationError
 
+from agent.campaigns import CampaignSpec, save_campaign, steps_of
 from agent.deps import DEFAULT_WORKSPACE_ID
 from agent.errors import Conflict, NotFound
 from agent.evals.report import TrialResult, as_json, summary
@@ -26,6 +28,7 @@ from agent.schemas import WorkspaceIn
 from agent.settings import Settings
 from agent.transcripts import list_recent, load_conversation
 from agent.workspaces import create_workspace, rotate_api_key, set_webhook
+from storage.campaigns import list_campaigns
 from storage.engine import (
     SessionFactory,
     create_engine,
@@ -370,6 +373,110 @@ async def _workspace_rows(sessions: SessionFactory) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+@main.group()
+def campaigns() -> None:
+    """Drip campaigns: texts sent one after another to a customer who texts the keyword."""
+
+
+@campaigns.command("create")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--workspace",
+    "workspace_id",
+    default=DEFAULT_WORKSPACE_ID,
+    show_default=True,
+    help="The workspace it belongs to.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def campaigns_create(file: Path, workspace_id: str, as_json: bool) -> None:
+    """Create a campaign from a YAML file, or replace the workspace's one with its key.
+
+    \b
+    key: SMILE
+    name: New patient welcome
+    steps:
+      - message: Welcome to Bright Smiles! Reply STOP to opt out.
+        delay: "0"
+      - message: How did your first visit go?
+        delay: 2d
+        media_url: https://example.com/smile.png
+
+    The first step goes at once; each next one DELAY after the one before (s, m, h, d; "1d12h").
+    """
+    settings = load_settings()
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{file}: not YAML: {exc}") from exc
+    try:
+        spec = CampaignSpec.model_validate(data)
+    except ValidationError as exc:
+        raise click.ClickException(
+            f"{file}: "
+            + "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'file'}: "
+                + e["msg"].removeprefix("Value error, ")
+                for e in exc.errors()
+            )
+        ) from exc
+    try:
+        saved = _write(settings, lambda sessions: save_campaign(sessions, workspace_id, spec))
+    except NotFound as exc:
+        hint = (
+            " (it is made when `serve` first starts; or give --workspace)"
+            if workspace_id == DEFAULT_WORKSPACE_ID
+            else ""
+        )
+        raise click.ClickException(exc.message + hint) from exc
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(saved), "workspace_id": workspace_id}))
+        return
+    verb = "created" if saved.created else "replaced"
+    click.echo(f"{verb} campaign {saved.key} ({saved.campaign_id}): {saved.steps} steps")
+
+
+@campaigns.command("list")
+@click.option("--workspace", "workspace_id", default=None, help="Only this workspace's.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def campaigns_list(workspace_id: str | None, as_json: bool) -> None:
+    """Every campaign with its steps (of one workspace with --workspace)."""
+    settings = load_settings()
+    rows = _read(settings, lambda sessions: _campaign_rows(sessions, workspace_id))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        delays = " ".join(_delay_text(step["delay_seconds"]) for step in row["steps"])
+        click.echo(
+            f"{row['workspace_id']:30} {row['key']:16} {(row['name'] or '-')[:24]:24} {delays}"
+        )
+
+
+async def _campaign_rows(
+    sessions: SessionFactory, workspace_id: str | None
+) -> list[dict[str, Any]]:
+    async with sessions() as session:
+        found = await list_campaigns(session=session, workspace_id=workspace_id)
+    return [
+        {
+            "id": campaign.id,
+            "workspace_id": campaign.workspace_id,
+            "key": campaign.key,
+            "name": campaign.name,
+            "steps": [dataclasses.asdict(step) for step in steps_of(campaign)],
+            "updated_at": campaign.updated_at.isoformat(),
+        }
+        for campaign in found
+    ]
+
+
+def _delay_text(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"+{seconds // size}{unit}"
+    return f"+{seconds}s"
 
 
 @main.command("eval")

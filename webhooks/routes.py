@@ -27,7 +27,7 @@ from agent.schemas import (
     TemplateUpdate,
 )
 from agent.settings import Settings
-from webhooks import api, compat, inbound, links, openapi
+from webhooks import api, campaigns_api, compat, inbound, links, openapi
 from webhooks.avochato.routes import inbox_routes
 from webhooks.idempotency import idempotent
 from webhooks.routing import RETRY_SAFE, Route
@@ -166,6 +166,16 @@ def api_routes() -> list[Route]:
             "Delete a template",
             "templates",
             responses={204: None},
+        ),
+        Route(
+            "POST",
+            "/v1/campaigns/{key}/enroll",
+            idempotent(campaigns_api.enroll_in_campaign),
+            "Start a phone on a campaign, as if they had texted its keyword",
+            "campaigns",
+            body=campaigns_api.EnrollIn,
+            responses={201: campaigns_api.EnrollmentOut},
+            headers=RETRY_SAFE,
         ),
         Route(
             "POST",

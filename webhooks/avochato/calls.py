@@ -12,7 +12,7 @@ from webhooks.routing import Route
 async def create_call(request: web.Request) -> web.Response:
     who = await caller(request)
     return failure(
-        501,
+        403,
         "calls_not_supported",
         "this inbox is SMS-only: there are no calls to place",
         {"account_hash_id": who.workspace.id},
@@ -25,10 +25,10 @@ def routes() -> list[Route]:
             "POST",
             "/compat/avochato/v1/calls",
             create_call,
-            "Avochato's call token: refused, this inbox is SMS-only (501)",
+            "Avochato's call token: refused, this inbox is SMS-only (403)",
             "avochato",
             auth="avochato",
             body=Credentials,
-            responses={501: None},
+            responses={403: None},
         )
     ]

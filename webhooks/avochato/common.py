@@ -112,7 +112,14 @@ async def params(request: web.Request) -> Params:
             pairs += [(k, v) for k, v in form.items() if isinstance(v, str)]
     merged = nest(pairs)
     if body is not None:
-        merged.update(body)
+        # A JSON body may use the same bracketed keys ({"via_field[field]": "email"}).
+        bracketed = [(k, v) for k, v in body.items() if "[" in k]
+        merged.update({k: v for k, v in body.items() if "[" not in k})
+        for key, value in nest(bracketed).items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
     if _has_nul(merged):
         raise HttpError(422, "validation_error", "a parameter contains the NUL character")
     request[PARAMS] = merged
@@ -194,7 +201,8 @@ async def caller(request: web.Request) -> Caller:
         membership = await session.get(Membership, (workspace.id, user.id)) if workspace else None
     if workspace is None or membership is None:
         # Another inbox's name is no different from one that does not exist.
-        raise HttpError(401, "unauthorized", "these credentials have no inbox by that subdomain")
+        where = "by that subdomain" if subdomain else "of their own: name one with subdomain"
+        raise HttpError(401, "unauthorized", f"these credentials have no inbox {where}")
     if not membership.enabled:
         raise HttpError(401, "unauthorized", "this user is disabled in this inbox")
     return Caller(user, workspace, membership)

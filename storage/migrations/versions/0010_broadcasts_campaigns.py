@@ -1,4 +1,4 @@
-"""broadcasts with their recipients, and drip campaigns with who is in them
+"""broadcasts with their recipients, drip campaigns with who is in them, message indexes
 
 Revision ID: 0010
 Revises: 0009
@@ -81,9 +81,20 @@ def upgrade() -> None:
     op.create_index(
         "ix_campaign_enrollments_contact", "campaign_enrollments", ["contact_id", "campaign_id"]
     )
+    # The inbox searches a workspace's messages by time, and its scheduled ones by when due.
+    op.create_index("ix_messages_workspace_created", "messages", ["workspace_id", "created_at"])
+    op.create_index(
+        "ix_messages_workspace_send_at",
+        "messages",
+        ["workspace_id", "send_at"],
+        sqlite_where=sa.text("send_at IS NOT NULL"),
+        postgresql_where=sa.text("send_at IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_workspace_send_at", table_name="messages")
+    op.drop_index("ix_messages_workspace_created", table_name="messages")
     op.drop_index("ix_campaign_enrollments_contact", table_name="campaign_enrollments")
     op.drop_table("campaign_enrollments")
     op.drop_table("campaigns")
