@@ -508,3 +508,23 @@ async def test_another_workspaces_campaign_is_404(service: Service, db: Database
         assert status == 404, body
     assert await count_rows(db, "campaign_enrollments") == 0
     assert await count_rows(db, "messages") == 0
+
+
+async def test_three_steps_cancelled_recursively_after_the_first(
+    service: Service, db: Database, twilio: TwilioStub
+) -> None:
+    ws = await new_workspace(db, "Sunrise Dental", NUMBER)
+    await new_campaign(db, ws.id, DRIP)
+    status, enrolled = await call(
+        service, "POST", "/v1/campaigns/smile/enroll", ws.api_key, json={"to": PHONE}
+    )
+    assert status == 201, enrolled
+    await twilio.wait_for_messages(1)
+    assert states(await thread_of(service, ws, PHONE)) == ["gone", "scheduled", "scheduled"]
+
+    status, body = await inbox(
+        service, ws, "POST", "/v1/campaigns/SMILE/cancel", phone=PHONE, recursive="1"
+    )
+    assert status == 200, body
+    assert states(await thread_of(service, ws, PHONE)) == ["gone", "canceled", "canceled"]
+    assert len(twilio.messages) == 1
