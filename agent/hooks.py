@@ -382,6 +382,24 @@ def _stamp(moment: datetime | None) -> str | None:
 # --- Sending ----------------------------------------------------------------------------------
 
 
+async def retry_later(deps: Deps, job: Lease, error: str) -> float:
+    """Put a refused request back in the queue for its next try, on the backoff every webhook
+    and callback shares; the seconds until then."""
+    delay = retry_delay(job.attempts, deps.settings.webhook_retry_seconds)
+    await commit_plan(
+        deps.engine,
+        jobs.settle_plan(
+            Dialect(deps.engine.dialect.name),
+            job,
+            status=JobStatus.QUEUED,
+            error=error,
+            run_at=utcnow() + timedelta(seconds=delay),
+        ),
+    )
+    deps.nudge(job.kind, due_at=asyncio.get_running_loop().time() + delay)
+    return delay
+
+
 class HookHandler:
     """Runs `hook` jobs: one signed POST to the workspace's webhook URL, retried on the
     schedule above."""
@@ -440,17 +458,7 @@ class HookHandler:
         if job.attempts >= job.max_attempts:
             await self.exhausted(job, error)
             return
-        delay = retry_delay(job.attempts, self._deps.settings.webhook_retry_seconds)
-        await commit_plan(
-            self._deps.engine,
-            jobs.settle_plan(
-                self._dialect,
-                job,
-                status=JobStatus.QUEUED,
-                error=error,
-                run_at=utcnow() + timedelta(seconds=delay),
-            ),
-        )
+        delay = await retry_later(self._deps, job, error)
         log.warning(
             "hook.retry id=%s attempt=%d delay_s=%.1f error=%s",
             job.payload.get("id"),
@@ -458,7 +466,6 @@ class HookHandler:
             delay,
             error,
         )
-        self._deps.nudge(HOOK_JOB, due_at=asyncio.get_running_loop().time() + delay)
 
     async def _settle(self, job: Lease, status: JobStatus, error: str | None) -> None:
         """Finish the job and, when it is about a conversation, say so in its events: a request

@@ -9,10 +9,8 @@ are (`Smsagent-Signature`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from datetime import timedelta
 
 import aiohttp
 
@@ -22,7 +20,6 @@ from storage import inbox_messages, jobs
 from storage.jobs import Lease
 from storage.models import JobStatus
 from storage.raw import Dialect, commit_plan
-from storage.types import utcnow
 from webhooks.avochato.message_shapes import dump, sms_message_out
 
 log = logging.getLogger("smsagent.avochato")
@@ -86,17 +83,7 @@ class StatusCallbacks:
         if job.attempts >= job.max_attempts:
             await self.exhausted(job, error)
             return
-        delay = hooks.retry_delay(job.attempts, self._deps.settings.webhook_retry_seconds)
-        await commit_plan(
-            self._deps.engine,
-            jobs.settle_plan(
-                self._dialect,
-                job,
-                status=JobStatus.QUEUED,
-                error=error,
-                run_at=utcnow() + timedelta(seconds=delay),
-            ),
-        )
+        delay = await hooks.retry_later(self._deps, job, error)
         log.warning(
             "callback.retry message_id=%s attempt=%d delay_s=%.1f error=%s",
             job.payload.get("message_id"),
@@ -104,7 +91,6 @@ class StatusCallbacks:
             delay,
             error,
         )
-        self._deps.nudge(STATUS_CALLBACK_JOB, due_at=asyncio.get_running_loop().time() + delay)
 
     async def _settle(self, job: Lease, status: JobStatus, error: str | None) -> None:
         await commit_plan(
