@@ -91,16 +91,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from agent.deps import Deps
+from agent.settings import Settings
 from storage import events, jobs, messages, workspaces
 from storage.inbound import InboundRow, Stored, store_inbound
 from storage.jobs import Lease
@@ -137,6 +140,34 @@ _ACTIONABLE = frozenset({RESCHEDULE_REQUESTED})
 # The API whose messages report their status in its own shape.
 AVOCA = "avoca"
 _FAILED = (MessageStatus.FAILED, MessageStatus.UNDELIVERED, MessageStatus.CANCELED)
+
+
+class PrivateAddress(OSError):
+    """A business-given URL leads to a loopback, private or otherwise non-public address, which
+    the service will not call (see `SMSAGENT_CALLBACKS_ALLOW_PRIVATE`)."""
+
+
+def private_address(exc: BaseException) -> bool:
+    """Whether a client error came of refusing a non-public address: final, not retried."""
+    return isinstance(exc, PrivateAddress) or (
+        isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, PrivateAddress)
+    )
+
+
+def refuse_private_literal(url: str, settings: Settings) -> None:
+    """A URL naming a non-public address outright (`http://127.0.0.1/…`), which no resolver
+    sees, is refused here; names are checked by the guarded client's resolver."""
+    if settings.callbacks_allow_private:
+        return
+    host = (urlsplit(url).hostname or "").strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if host.lower() in ("localhost", "localhost.localdomain"):
+            raise PrivateAddress(f"{host} is not a public address") from None
+        return
+    if not address.is_global:
+        raise PrivateAddress(f"{host} is not a public address")
 
 
 class HookRefused(Exception):
@@ -418,6 +449,10 @@ class HookHandler:
         try:
             status = await self._post(workspace.webhook_url, workspace.webhook_secret, job)
         except HookRefused as exc:
+            if exc.__cause__ is not None and private_address(exc.__cause__):
+                log.warning("hook.refused id=%s reason=private_address", job.payload.get("id"))
+                await self._settle(job, JobStatus.FAILED, "the webhook URL is not a public address")
+                return
             await self._again(job, str(exc))
             return
         if status in _FINAL:
@@ -446,9 +481,10 @@ class HookHandler:
             "User-Agent": "smsagent-webhooks",
         }
         try:
+            refuse_private_literal(url, self._deps.settings)
             async with self._http.post(url, data=body, headers=headers) as answer:
                 status = answer.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, PrivateAddress) as exc:
             raise HookRefused(f"{type(exc).__name__} from the webhook endpoint") from exc
         if status not in _FINAL and not 200 <= status < 300:
             raise HookRefused(f"the endpoint answered {status}")

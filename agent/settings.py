@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # The business's own endpoint for what happens to its texts, customers and appointments,
     # and the secret each request is signed with (events and the recipe: agent/hooks.py).
     webhook_url: str | None = None
+    # Webhooks and status callbacks go to public addresses only unless this is on: a URL an API
+    # caller gives must not reach the service's own network (turn on for an office's systems on
+    # a private network).
+    callbacks_allow_private: bool = False
     webhook_secret: SecretStr | None = None
     # The wait after a webhook's first failed attempt; it doubles each time, up to an hour.
     webhook_retry_seconds: float = Field(default=2.0, gt=0)

@@ -18,12 +18,13 @@ from sqlalchemy import text
 
 from agent.deps import DEFAULT_WORKSPACE_ID
 from agent.evals.scripted import ScriptedLLM, reply, tool_call
-from agent.hooks import HOOK_ATTEMPTS, MAX_RETRY_SECONDS, retry_delay
+from agent.hooks import HOOK_ATTEMPTS, MAX_RETRY_SECONDS, PrivateAddress, retry_delay
 from storage.engine import create_engine
 from tests.conftest import ServiceFactory
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import FROM_NUMBER, PATIENT, Database, Service, wait_until
 from tests.test_kickoff import KICKOFF
+from webhooks.outbound import PublicResolver
 
 SECRET = "whsec_status_0123456789"
 
@@ -400,3 +401,36 @@ def test_retries_go_on_for_about_a_day() -> None:
     assert max(delays) == MAX_RETRY_SECONDS
     last_attempt_after = sum(delays)
     assert 24 * 3600 <= last_attempt_after <= 25 * 3600
+
+
+async def test_a_webhook_to_a_private_address_is_refused_not_sent(
+    make_service: ServiceFactory, receiver: Receiver, db: Database
+) -> None:
+    # The default: URLs businesses give reach public addresses only (the receiver is loopback).
+    service = await _hooked(make_service, receiver, callbacks_allow_private=False)
+    started = await _kickoff(service)
+
+    async def settled() -> bool:
+        rows = await _execute(
+            db, "SELECT count(*) FROM jobs WHERE kind = 'hook' AND status IN ('queued', 'running')"
+        )
+        done = await _execute(db, "SELECT count(*) FROM jobs WHERE kind = 'hook'")
+        return int(rows[0][0]) == 0 and int(done[0][0]) > 0
+
+    await wait_until(settled, what="the webhooks settled")
+    failed = await _execute(db, "SELECT status, last_error, attempts FROM jobs WHERE kind = 'hook'")
+    assert failed
+    for status, error, attempts in failed:
+        assert (status, error, attempts) == ("failed", "the webhook URL is not a public address", 1)
+    assert receiver.requests == []
+    assert started["conversation_id"]
+
+
+async def test_a_name_resolving_only_to_private_addresses_is_refused() -> None:
+    resolver = PublicResolver()
+    try:
+        with pytest.raises(PrivateAddress):
+            # A name (not a literal): the guarded client's resolver sees it.
+            await resolver.resolve("localhost", 80)
+    finally:
+        await resolver.close()

@@ -32,6 +32,7 @@ from storage.workspaces import NumberTaken, claim_sender_number, ensure_workspac
 from webhooks.avochato.status_callbacks import StatusCallbacks
 from webhooks.errors import error_middleware
 from webhooks.keys import DEPS, SETTINGS
+from webhooks.outbound import callback_session
 from webhooks.ratelimit import rate_limit_middleware
 from webhooks.routes import setup_routes
 from webhooks.twilio import TwilioProvider
@@ -144,6 +145,9 @@ async def runtime(
             aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=settings.send_timeout_seconds)
             ) as http,
+            callback_session(
+                settings, timeout=aiohttp.ClientTimeout(total=settings.send_timeout_seconds)
+            ) as callbacks,
             contextlib.AsyncExitStack() as background,
         ):
             deps = Deps(
@@ -161,7 +165,7 @@ async def runtime(
             inbound.start()
             background.push_async_callback(inbound.stop)
             if worker:
-                await _start_worker(deps, background, http)
+                await _start_worker(deps, background, callbacks)
             log.info(
                 "app.started provider=%s llm=%s database=%s worker=%s",
                 settings.sms_provider,
@@ -179,8 +183,9 @@ async def runtime(
 
 
 async def _start_worker(
-    deps: Deps, background: contextlib.AsyncExitStack, http: aiohttp.ClientSession
+    deps: Deps, background: contextlib.AsyncExitStack, callbacks: aiohttp.ClientSession
 ) -> None:
+    """The worker and its lanes; `callbacks` is the guarded client for business-given URLs."""
     settings = deps.settings
     turns = TurnHandler(deps)
     worker = Worker(
@@ -188,8 +193,8 @@ async def _start_worker(
         handlers={
             TURN_JOB: turns,
             SEND_JOB: SendHandler(deps),
-            HOOK_JOB: HookHandler(deps, http),
-            STATUS_CALLBACK_JOB: StatusCallbacks(deps, http),
+            HOOK_JOB: HookHandler(deps, callbacks),
+            STATUS_CALLBACK_JOB: StatusCallbacks(deps, callbacks),
             broadcasts.BROADCAST_JOB: broadcasts.BroadcastHandler(deps),
         },
         lanes=[

@@ -54,11 +54,20 @@ class StatusCallbacks:
         if target.secret:
             headers[hooks.SIGNATURE_HEADER] = hooks.sign(target.secret, body)
         try:
+            hooks.refuse_private_literal(target.message.status_callback, self._deps.settings)
             async with self._http.post(
                 target.message.status_callback, data=body, headers=headers
             ) as answer:
                 status = answer.status
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError, hooks.PrivateAddress) as exc:
+            if hooks.private_address(exc):
+                log.warning(
+                    "callback.refused message_id=%s reason=private_address", target.message.id
+                )
+                await self._settle(
+                    job, JobStatus.FAILED, "the callback URL is not a public address"
+                )
+                return
             await self._again(job, f"{type(exc).__name__} from the callback URL")
             return
         if status in _FINAL:
