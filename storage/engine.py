@@ -85,9 +85,14 @@ def _sqlite_engine(url: str, *, pool_size: int = 1, read_only: bool = False) -> 
             cursor.execute(pragma)
         cursor.close()
 
+    # A writer takes the write lock when its transaction begins: a transaction that reads and
+    # then writes would otherwise be refused at once ("database is locked") whenever another
+    # process (the CLI next to a running service) writes, as SQLite cannot wait on an upgrade.
+    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql(begin)
 
     return engine
 
