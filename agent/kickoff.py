@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -22,7 +23,7 @@ from agent.errors import Blocked, Conflict, InvalidInput, NotFound, OptedOut
 from agent.outbox import queue_text_plan
 from agent.phones import mask_phone
 from agent.quiet import next_allowed, parse_window, recipient_zone
-from agent.schemas import AppointmentIn, ContactIn, KickoffRequest, KickoffResult
+from agent.schemas import AppointmentIn, ContactIn, KickoffRequest, KickoffResult, TextRequest
 from storage import appointments, contacts, conversations, events
 from storage.models import Contact, MessageAuthor, MessageType
 from storage.raw import Dialect, Plan, in_session
@@ -241,25 +242,26 @@ async def start_conversation(
         def keep(dialect: Dialect, sent: Sent) -> Plan[None]:
             return keeping(dialect, result_of(sent))
 
+    outgoing = outgoing_of(request, text, appointment=request.appointment, context=request.context)
+    sent = await send(deps, workspace_id, outgoing, remember=keep)
+    return result_of(sent)
+
+
+def outgoing_of(request: TextRequest, text: str | None, **more: Any) -> Outgoing:
+    """A native API request's text as an `Outgoing` (`text`: the message, or its template
+    filled in); `more` sets the rest (`new_thread=False` to continue the live thread)."""
     message = request.message if text is None else text
     assert message is not None  # a request gives a message or a template
-    sent = await send(
-        deps,
-        workspace_id,
-        Outgoing(
-            to=request.to,
-            text=message,
-            sender=request.from_,
-            contact=request.contact,
-            appointment=request.appointment,
-            context=request.context,
-            message_type=request.message_type,
-            media_urls=request.media_urls,
-            send_at=request.send_at,
-        ),
-        remember=keep,
+    return Outgoing(
+        to=request.to,
+        text=message,
+        sender=request.from_,
+        contact=request.contact,
+        message_type=request.message_type,
+        media_urls=request.media_urls,
+        send_at=request.send_at,
+        **more,
     )
-    return result_of(sent)
 
 
 async def _thread(

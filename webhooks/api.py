@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from agent.errors import Conflict, NotFound, OptedOut
-from agent.kickoff import Outgoing, Sent, send, start_conversation
+from agent.kickoff import Sent, outgoing_of, send, start_conversation
 from agent.outbox import queue_text_plan, send_key
 from agent.schemas import (
     ContactIn,
@@ -298,16 +298,7 @@ async def create_message(request: web.Request) -> web.Response:
     sent = await send(
         request.app[DEPS],
         workspace_id,
-        Outgoing(
-            to=body.to,
-            text=text,
-            sender=body.from_,
-            contact=body.contact,
-            message_type=body.message_type,
-            media_urls=body.media_urls,
-            send_at=body.send_at,
-            new_thread=False,
-        ),
+        outgoing_of(body, text, new_thread=False),
         remember=keeper(request, 201, _message_sent),
     )
     return answer(_message_sent(sent), 201)
