@@ -61,6 +61,8 @@ class Thought:
     corrections: list[dict[str, Any]] = field(default_factory=list)
     # The thread's running summary, brought up to date this turn: (summary, last message in it).
     summary: tuple[str, str] | None = None
+    # Each agent call's exact messages in and out ({"call", "input", "output"}), when kept.
+    exchange: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Brain(Protocol):
@@ -118,8 +120,10 @@ class AgentBrain:
         model_name: str,
         max_steps: int,
         prompt_token_budget: int = 2_500,
+        keep_io: bool = False,
     ) -> None:
         self.model_name = model_name
+        self._keep_io = keep_io
         self._summarizer = model.bind(max_tokens=200)
         self._max_steps = max_steps
         self._budget = prompt_token_budget
@@ -247,7 +251,15 @@ class AgentBrain:
             return _summarize([], model=self.model_name, hit_limit=True), messages
         exchange: list[AnyMessage | dict[str, Any]] = list(state["messages"])
         produced = [m for m in exchange[len(messages) :] if not isinstance(m, dict)]
-        return _summarize(produced, model=self.model_name, hit_limit=False), exchange
+        thought = _summarize(produced, model=self.model_name, hit_limit=False)
+        if self._keep_io:
+            thought.exchange.append(
+                {
+                    "input": [_as_dict(m) for m in messages],
+                    "output": [_as_dict(m) for m in produced],
+                }
+            )
+        return thought, exchange
 
 
 def _correction(wrong: set[claims.Claim], reply: str, action: str) -> dict[str, Any]:
@@ -261,7 +273,32 @@ def _merge(first: Thought, then: Thought) -> Thought:
     then.tool_calls = [*first.tool_calls, *then.tool_calls]
     then.corrections = first.corrections
     then.hit_step_limit = then.hit_step_limit or first.hit_step_limit
+    then.exchange = [*first.exchange, *then.exchange]
     return then
+
+
+def _as_dict(message: AnyMessage | dict[str, Any]) -> dict[str, Any]:
+    """A message as the chat API carries it: role, content, tool calls or the call answered."""
+    if isinstance(message, dict):
+        return message
+    role = {"human": "user", "ai": "assistant"}.get(message.type, message.type)
+    shown: dict[str, Any] = {"role": role, "content": message.content}
+    if isinstance(message, AIMessage):
+        if message.tool_calls:
+            shown["tool_calls"] = [
+                {"id": c["id"], "name": c["name"], "args": c["args"]} for c in message.tool_calls
+            ]
+        if message.invalid_tool_calls:
+            shown["invalid_tool_calls"] = [dict(c) for c in message.invalid_tool_calls]
+        if message.usage_metadata:
+            shown["usage"] = {
+                "input_tokens": message.usage_metadata["input_tokens"],
+                "output_tokens": message.usage_metadata["output_tokens"],
+            }
+    if isinstance(message, ToolMessage):
+        shown["tool_call_id"] = message.tool_call_id
+        shown["status"] = message.status
+    return shown
 
 
 def _summarize(produced: Sequence[AnyMessage], *, model: str, hit_limit: bool) -> Thought:
@@ -317,4 +354,5 @@ def build_brain(settings: Settings) -> Brain | None:
         model_name=settings.llm_model,
         max_steps=settings.llm_max_steps,
         prompt_token_budget=settings.llm_prompt_token_budget,
+        keep_io=settings.keep_model_io,
     )

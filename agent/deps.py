@@ -16,11 +16,10 @@ from storage.batching import GroupCommit
 from storage.engine import SessionFactory
 from storage.inbound import InboundRow, Stored
 from storage.jobs import Lease
+from storage.workspaces import DEFAULT_WORKSPACE_ID as DEFAULT_WORKSPACE_ID
 
 if TYPE_CHECKING:
     from agent.brain import Brain
-
-DEFAULT_WORKSPACE_ID = "ws_default"
 
 
 class Wakeup:

@@ -203,6 +203,11 @@ class MessageOut(BaseModel):
     media_urls: list[str] = Field(default_factory=list)
     message_type: str | None = None
     send_at: datetime | None = None
+    error_message: str | None = None
+    # Who wrote an outbound text a person sent (the team member's name, or the name given).
+    author_name: str | None = None
+    # Deleted from the inbox's view (it was still sent).
+    hidden: bool = False
 
 
 class EventOut(BaseModel):
@@ -225,10 +230,14 @@ class AgentRunOut(BaseModel):
     corrections: list[dict[str, Any]] = Field(default_factory=list)
     error: str | None
     started_at: datetime
+    finished_at: datetime | None = None
+    # The model's exact input and output, call by call (only when asked for: it is large).
+    exchange: list[dict[str, Any]] | None = None
 
 
 class ConversationOut(BaseModel):
     id: str
+    workspace_id: str | None = None
     status: str
     mode: str
     sender_number: str

@@ -6,6 +6,7 @@ The defaults run on a fresh machine: a SQLite file under ./var/, the console SMS
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -45,6 +46,11 @@ class Settings(BaseSettings):
     business_name: str = "our office"
     vertical: Vertical = "generic"
     timezone: str = "America/New_York"
+    # The review commands (`transcripts`, `report`) read as of this moment instead of now, so
+    # a report or a "2 hours ago" is reproducible; the service itself ignores it.
+    review_now: datetime | None = None
+    # Keep each agent run's exact model input and output (`transcripts show --raw`).
+    keep_model_io: bool = True
     # The built-in appointment book: opening hours by weekday, e.g.
     # '{"mon": "08:00-12:00, 13:00-17:00", "sat": "09:00-13:00"}' (a day left out is closed),
     # dates it is closed, and whether the agent books here or asks the business ("external").

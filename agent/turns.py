@@ -260,6 +260,9 @@ class TurnHandler:
         if committed == _SUPERSEDED:
             log.info("turn.superseded conversation_id=%s", conversation_id)
             return
+        if committed == _TAKEN_OVER:
+            log.info("turn.taken_over conversation_id=%s", conversation_id)
+            return
         log.info(
             "turn.done conversation_id=%s run_id=%s action=%s inbound=%d replied=%s",
             conversation_id,
@@ -315,6 +318,21 @@ class TurnHandler:
                 yield from record_run("superseded")
             yield from jobs.settle_plan(dialect, job, status=JobStatus.QUEUED, uncount=True)
             return _SUPERSEDED
+        if action in (Action.LLM, Action.HANDOFF) and conversation.mode == ConversationMode.AGENT:
+            # A person took the thread over while the model was thinking (the agent's own
+            # hand-off tool changes the mode too, so it is the person's event that tells): they
+            # answer now, and the agent's reply is never sent.
+            [(taken,)] = yield (
+                "SELECT COUNT(*) FROM events WHERE conversation_id = ? AND created_at >= ? "
+                "AND type IN ('conversation.human_reply', 'conversation.taken_over')",
+                (conversation.id, dialect.ts(outcome.started)),
+            )
+            if taken:
+                yield from messages.mark_handled(dialect, batch_ids, outcome.run_id)
+                if outcome.model is not None:
+                    yield from record_run("taken_over")
+                yield from jobs.settle_plan(dialect, job)
+                return _TAKEN_OVER
         text = yield from self._apply(snapshot, outcome)
         sent: Lease | str | None = None
         if text:
@@ -354,6 +372,7 @@ class TurnHandler:
             latency_ms=thought.latency_ms if thought else 0,
             tool_calls=thought.tool_calls if thought else (),
             corrections=thought.corrections if thought else (),
+            exchange=thought.exchange if thought else (),
             error=outcome.error,
         )
         yield from jobs.settle_plan(dialect, job)
@@ -476,6 +495,7 @@ _UNSAID = frozenset({MessageStatus.SCHEDULED, MessageStatus.CANCELED})
 # Why a turn's commit stopped short; or that it replied without a send job of its own.
 _LEASE_LOST = "lease_lost"
 _SUPERSEDED = "superseded"
+_TAKEN_OVER = "taken_over"
 _REPLIED = "replied"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import broadcasts, capacity, ingest, scale, turns
+from bench import broadcasts, capacity, ingest, review, scale, turns
 
 
 def main() -> None:
@@ -26,6 +26,9 @@ def main() -> None:
     p.add_argument("--turns", type=int, default=500)
     p = sub.add_parser("broadcasts", help="publishing a broadcast to N contacts, SQLite")
     p.add_argument("--recipients", type=int, default=10_000)
+    p = sub.add_parser("review", help="export and search on 100,000 conversations")
+    p.add_argument("--conversations", type=int, default=100_000)
+    p.add_argument("--no-postgres", action="store_true")
     sub.add_parser("all", help="all of them with their defaults")
     args = parser.parse_args()
     if args.name in ("ingest", "all"):
@@ -41,6 +44,10 @@ def main() -> None:
         capacity.main(getattr(args, "customers", 1000), getattr(args, "model_seconds", 2.0))
     if args.name in ("broadcasts", "all"):
         broadcasts.main(getattr(args, "recipients", 10_000))
+    if args.name in ("review", "all"):
+        review.main(
+            getattr(args, "conversations", 100_000), not getattr(args, "no_postgres", False)
+        )
     if args.name in ("scale", "all"):
         scale.main(
             [int(n) for n in str(getattr(args, "processes", "1,2,4")).split(",")],

@@ -116,6 +116,20 @@ async def add_tag(*, session: AsyncSession, contact_id: str, tag: str) -> bool:
     return True
 
 
+async def remove_tag(*, session: AsyncSession, contact_id: str, tag: str) -> bool:
+    """Untag the contact; False when it did not have the tag. The workspace keeps the tag in its
+    list: others may carry it, and it is there to be used again."""
+    contact = await session.get(Contact, contact_id, with_for_update=True)
+    if contact is None:
+        raise LookupError(contact_id)
+    if tag not in contact.tags:
+        return False
+    contact.tags = [t for t in contact.tags if t != tag]
+    contact.updated_at = utcnow()
+    await session.flush()
+    return True
+
+
 def parse_birth_date(value: str | date | None) -> date | None:
     """Dates of birth arrive as dates or ISO timestamps ("1988-03-22T00:00:00.000Z")."""
     if value is None or isinstance(value, date):

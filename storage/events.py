@@ -68,12 +68,14 @@ def record_run(
     tool_calls: Sequence[dict[str, Any]] = (),
     error: str | None = None,
     corrections: Sequence[dict[str, Any]] = (),
+    exchange: Sequence[dict[str, Any]] = (),
 ) -> Plan[None]:
     """Record a finished agent run, with the outcome, in the transaction that commits it."""
     yield (
         "INSERT INTO agent_runs (id, workspace_id, conversation_id, model, prompt_tokens, "
         "completion_tokens, latency_ms, tool_calls, inbound_message_ids, outcome, error, "
-        "started_at, finished_at, corrections) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "started_at, finished_at, corrections, exchange) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run_id,
             workspace_id,
@@ -89,6 +91,7 @@ def record_run(
             dialect.ts(started_at),
             dialect.ts(utcnow()),
             dialect.json(list(corrections)),
+            dialect.json(list(exchange)) if exchange else None,
         ),
     )
 

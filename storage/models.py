@@ -351,6 +351,8 @@ class Conversation(SQLModel, table=True):
     __table_args__ = (
         Index("ix_conversations_thread", "workspace_id", "contact_id", "sender_number", "status"),
         Index("ix_conversations_workspace_updated", "workspace_id", "updated_at"),
+        # Newest activity first across workspaces: the review list and its export pages.
+        Index("ix_conversations_last_message", "last_message_at", "id"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -382,6 +384,8 @@ class Message(SQLModel, table=True):
         UniqueConstraint("provider", "provider_message_id", name="uq_messages_provider_id"),
         Index("ix_messages_conversation_created", "conversation_id", "created_at"),
         Index("ix_messages_workspace_created", "workspace_id", "created_at"),
+        # The newest matches of a search across workspaces, without sorting every match.
+        Index("ix_messages_created", "created_at", "id"),
         # Only scheduled messages have a send_at: the index holds just those.
         Index(
             "ix_messages_workspace_send_at",
@@ -459,6 +463,9 @@ class AgentRun(SQLModel, table=True):
     corrections: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
     outcome: str = "running"
     error: str | None = Field(default=None, sa_column=Column(Text))
+    # The model's exact input and output, call by call: {"call", "input": [...], "output": [...]}
+    # (SMSAGENT_KEEP_MODEL_IO); None when not kept or no model was asked.
+    exchange: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON)
     started_at: datetime = _created()
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 

@@ -35,6 +35,7 @@ from typing import Any, Generic, TypeVar, cast
 from sqlalchemy import JSON, Boolean, Date
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -101,6 +102,9 @@ class Columns(Generic[M]):
     model objects, built without validation: what was stored is trusted, and read-only."""
 
     def __init__(self, model: type[M], alias: str) -> None:
+        # Rows are built through the mapped attributes: a process that has not used the ORM
+        # yet (a CLI command) must have its mappers set up first.
+        configure_mappers()
         columns = list(model.__table__.columns)  # type: ignore[attr-defined]
         self._model = model
         self._names = [column.name for column in columns]
@@ -322,11 +326,11 @@ def _batch_in_thread(
     exception) for each. On a writer each runs in a savepoint, rolled back alone if it fails."""
     if len(plans) == 1:
         try:
-            return [(True, _in_thread(connection, plans[0]))]
+            return [(True, _in_thread(connection, plans[0], writes))]
         except Exception as exc:
             return [(False, exc)]
     outcomes: list[tuple[bool, Any]] = []
-    with _transaction(connection) as cursor:
+    with _transaction(connection, writes) as cursor:
         for plan in plans:
             if writes:
                 cursor.execute("SAVEPOINT plan")
@@ -345,10 +349,14 @@ def _batch_in_thread(
 
 
 @contextlib.contextmanager
-def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Cursor]:
-    """BEGIN, then COMMIT when the block ends, or ROLLBACK when it raises."""
+def _transaction(connection: sqlite3.Connection, writes: bool) -> Iterator[sqlite3.Cursor]:
+    """BEGIN, then COMMIT when the block ends, or ROLLBACK when it raises.
+
+    A writer takes the write lock at BEGIN: a transaction that reads before it writes (a turn
+    checks its lease first) would otherwise be refused at its first write, without waiting,
+    whenever another process (the CLI beside the service) wrote since it began."""
     cursor = connection.cursor()
-    cursor.execute("BEGIN")
+    cursor.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
     try:
         yield cursor
         cursor.execute("COMMIT")
@@ -418,7 +426,7 @@ async def _on_asyncpg(connection: Any, plan: Plan[T]) -> T:
         return result
 
 
-def _in_thread(connection: sqlite3.Connection, plan: Plan[T]) -> T:
+def _in_thread(connection: sqlite3.Connection, plan: Plan[T], writes: bool) -> T:
     """The whole transaction, on the SQLite connection's own thread."""
-    with _transaction(connection) as cursor:
+    with _transaction(connection, writes) as cursor:
         return _drive(cursor, plan)

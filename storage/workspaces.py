@@ -11,6 +11,9 @@ from storage.models import SenderNumber, Workspace
 from storage.raw import Plan, marks
 from storage.types import utcnow
 
+# The workspace a single-business install runs as (configured by SMSAGENT_* settings).
+DEFAULT_WORKSPACE_ID = "ws_default"
+
 
 async def ensure_workspace(
     *,

@@ -74,7 +74,7 @@ async def test_show_renders_a_readable_timeline(
     assert "mornings are best for me" in out
     assert "tool tag_contact" in out
     assert "contact.tagged" in out
-    assert "appointment: cleaning 2031-03-10 15:00:00" in out  # Denver, after DST began
+    assert "appointment:  cleaning 2031-03-10 15:00 (scheduled)" in out  # Denver, after DST
 
 
 async def test_show_says_what_the_claim_check_held_back(
@@ -88,9 +88,9 @@ async def test_show_says_what_the_claim_check_held_back(
     result = await _cli(db, "transcripts", "show", started["conversation_id"])
 
     assert result.exit_code == 0, result.output
-    assert "run unbacked_claim" in result.output
+    assert "agent run: unbacked_claim" in result.output
     assert 'claim check (confirmed): "You\'re confirmed!" → asked_again' in result.output
-    assert "claim check (confirmed): 'Great news, you are confirmed!' → withheld" in result.output
+    assert 'claim check (confirmed): "Great news, you are confirmed!" → withheld' in result.output
 
 
 async def test_list_shows_the_newest_first(

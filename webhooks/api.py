@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from agent.errors import Conflict, NotFound, OptedOut
+from agent import takeover
+from agent.errors import Conflict, NotFound
 from agent.kickoff import Sent, outgoing_of, send, start_conversation
-from agent.outbox import queue_text_plan, send_key
+from agent.outbox import send_key
 from agent.schemas import (
     ContactIn,
     ConversationListPage,
@@ -43,12 +44,8 @@ from storage import conversations, events, jobs, messages
 from storage.conversations import ConversationFilter
 from storage.engine import ping
 from storage.models import (
-    Contact,
     Conversation,
-    ConversationMode,
-    ConversationStatus,
     Message,
-    MessageAuthor,
     Template,
 )
 from storage.raw import Dialect, Plan, in_session
@@ -153,67 +150,22 @@ async def list_conversations(request: web.Request) -> web.Response:
     return answer(ConversationListPage(data=page, next_cursor=next_cursor))
 
 
+# What the API changes in a thread is recorded as done through it, by no one named.
+_API = takeover.Author(name=None, source="api")
+
+
 async def update_conversation(request: web.Request) -> web.Response:
     workspace_id = await authenticate(request)
     patch = ConversationPatch.model_validate(await read_json(request))
     deps = request.app[DEPS]
     async with deps.sessions() as session, session.begin():
         conversation = await _own_conversation(session, request, workspace_id)
-        if patch.status == "open" and conversation.status == ConversationStatus.CLOSED:
-            live = await conversations.live_conversation_id(
-                session=session,
-                workspace_id=workspace_id,
-                contact_id=conversation.contact_id,
-                sender_number=conversation.sender_number,
-            )
-            if live is not None and live != conversation.id:
-                raise Conflict(
-                    f"{live} is the live thread with this contact; close it first",
-                    code="another_thread_live",
-                )
-        status: str | None = patch.status
-        if patch.mode == "agent" and conversation.status == ConversationStatus.PENDING:
-            status = status or ConversationStatus.OPEN
-        changes: dict[str, str] = {}
-        if status is not None and status != conversation.status:
-            changes["status"] = status
-        if patch.mode is not None and patch.mode != conversation.mode:
-            changes["mode"] = patch.mode
-        if changes:
-            conversation_id = conversation.id
-            await in_session(
-                session,
-                lambda d: _state_changed(
-                    d, workspace_id, conversation_id, changes.get("status"), changes.get("mode")
-                ),
-            )
+        await takeover.change_state(
+            session, conversation, status=patch.status, mode=patch.mode, author=_API
+        )
         await session.refresh(conversation)
         state = ConversationState.model_validate(conversation, from_attributes=True)
     return answer(state)
-
-
-def _state_changed(
-    dialect: Dialect, workspace_id: str, conversation_id: str, status: str | None, mode: str | None
-) -> Plan[None]:
-    yield from conversations.set_state_plan(dialect, conversation_id, status=status, mode=mode)
-    for kind, value in (("status", status), ("mode", mode)):
-        if value is None:
-            continue
-        yield from events.event_plan(
-            dialect,
-            workspace_id=workspace_id,
-            conversation_id=conversation_id,
-            type=_STATE_EVENTS[(kind, value)],
-            data={"source": "api"},
-        )
-
-
-_STATE_EVENTS = {
-    ("status", "closed"): "conversation.closed",
-    ("status", "open"): "conversation.reopened",
-    ("mode", "human"): "conversation.taken_over",
-    ("mode", "agent"): "conversation.handed_back",
-}
 
 
 async def reply_in_conversation(request: web.Request) -> web.Response:
@@ -225,17 +177,15 @@ async def reply_in_conversation(request: web.Request) -> web.Response:
     remember = keeper(request, 201, _as_is)
     async with deps.sessions() as session, session.begin():
         conversation = await _own_conversation(session, request, workspace_id)
-        contact = await session.get(Contact, conversation.contact_id)
-        assert contact is not None
-        if contact.opted_out:
-            raise OptedOut("the contact opted out of messages from this workspace")
         conversation_id = conversation.id
-        message_id = new_id("msg")
-        queued = await in_session(
+        queued = await takeover.reply(
             session,
-            lambda d: _human_reply_plan(
-                d, deps.settings, conversation, contact.phone, reply, message_id
-            ),
+            deps.settings,
+            conversation,
+            text=reply.message,
+            author=takeover.Author(name=reply.author_name, source="api"),
+            origin="v1",
+            media_urls=reply.media_urls,
         )
         result = MessageSent(
             message_id=queued.message.id,
@@ -249,41 +199,6 @@ async def reply_in_conversation(request: web.Request) -> web.Response:
             await in_session(session, lambda d: keep(d, result))
     deps.nudge()
     return answer(result, 201)
-
-
-def _human_reply_plan(
-    dialect: Dialect,
-    settings: Any,
-    conversation: Conversation,
-    phone: str,
-    reply: HumanReply,
-    message_id: str,
-) -> Plan[Any]:
-    queued = yield from queue_text_plan(
-        dialect,
-        settings,
-        workspace_id=conversation.workspace_id,
-        conversation_id=conversation.id,
-        sender=conversation.sender_number,
-        to=phone,
-        provider=conversation.provider,
-        text=reply.message,
-        author=MessageAuthor.HUMAN,
-        media_urls=reply.media_urls,
-        message_id=message_id,
-        origin="v1",
-    )
-    yield from conversations.set_state_plan(
-        dialect, conversation.id, status=ConversationStatus.OPEN, mode=ConversationMode.HUMAN
-    )
-    yield from events.event_plan(
-        dialect,
-        workspace_id=conversation.workspace_id,
-        conversation_id=conversation.id,
-        type="conversation.human_reply",
-        data={"message_id": message_id, "author_name": reply.author_name},
-    )
-    return queued
 
 
 # Messages

@@ -9,9 +9,8 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import click
@@ -19,48 +18,29 @@ import yaml
 from aiohttp import web
 from pydantic import ValidationError
 
-from agent.campaigns import CampaignSpec, save_campaign, steps_of
-from agent.deps import DEFAULT_WORKSPACE_ID
 from agent.errors import Conflict, NotFound
-from agent.evals.report import TrialResult, as_json, summary
-from agent.evals.scenario import ScenarioError, load_scenarios
 from agent.schemas import WorkspaceIn
 from agent.settings import Settings
-from agent.transcripts import list_recent, load_conversation
 from agent.workspaces import create_workspace, rotate_api_key, set_webhook
 from storage.campaigns import list_campaigns
 from storage.engine import (
     SessionFactory,
-    create_engine,
-    create_reader_engine,
-    create_session_factory,
 )
-from storage.migrate import migrate
-from storage.raw import finish_plans
 from storage.types import utcnow
-from storage.workspaces import list_workspaces, sender_numbers
-from webhooks.app import create_app, runtime
-from webhooks.evaluate import CustomerModel, Model, dump, run_all
+from storage.workspaces import DEFAULT_WORKSPACE_ID, list_workspaces, sender_numbers
 from webhooks.logs import configure_logging
-from webhooks.render import render_conversation, render_eval, render_list
-from webhooks.supervise import supervise
+from webhooks.review.db import load_settings, read_db, run_sync, write_db
+from webhooks.review.report import report
+from webhooks.review.takeover import register as register_takeover
+from webhooks.review.transcripts import transcripts
 
 T = TypeVar("T")
 
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-def load_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"SMSAGENT_{'_'.join(str(p) for p in e['loc']).upper() or 'SETTINGS'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-        raise click.ClickException(f"bad configuration: {problems}") from exc
+# The service, the agent and the eval harness (LangChain and the rest) are imported by the
+# commands that run them, so the review commands people type all day start in a fraction of
+# the time.
+if TYPE_CHECKING:
+    from agent.evals.report import TrialResult
 
 
 @click.group()
@@ -80,6 +60,9 @@ def main() -> None:
 @click.option("--reuse-port", is_flag=True, hidden=True)
 def serve(processes: int, reuse_port: bool) -> None:
     """Run the service: webhooks, the API and the worker (configured by SMSAGENT_* variables)."""
+    from webhooks.app import create_app
+    from webhooks.supervise import supervise
+
     settings = load_settings()
     configure_logging(settings.log_level, as_json=settings.log_json)
     if processes > 1:
@@ -124,6 +107,8 @@ def worker() -> None:
 
 
 async def _work(settings: Settings) -> None:
+    from webhooks.app import runtime
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -186,43 +171,6 @@ async def _simulate(
 
 
 @main.group()
-def transcripts() -> None:
-    """Read conversations: list them, show one whole."""
-
-
-@transcripts.command("list")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def transcripts_list(limit: int, as_json: bool) -> None:
-    """The newest conversations first."""
-    settings = load_settings()
-    items = _read(settings, lambda sessions: list_recent(sessions=sessions, limit=limit))
-    if as_json:
-        click.echo(json.dumps([i.model_dump(mode="json") for i in items], indent=2))
-    else:
-        render_list(items, zone=settings.timezone)
-
-
-@transcripts.command("show")
-@click.argument("conversation_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a transcript.")
-def transcripts_show(conversation_id: str, as_json: bool) -> None:
-    """One conversation: messages with delivery status, tool calls, events and agent runs."""
-    settings = load_settings()
-    try:
-        conversation = _read(
-            settings,
-            lambda sessions: load_conversation(sessions=sessions, conversation_id=conversation_id),
-        )
-    except NotFound as exc:
-        raise click.ClickException(exc.message) from exc
-    if as_json:
-        click.echo(json.dumps(conversation.model_dump(mode="json"), indent=2))
-    else:
-        render_conversation(conversation, zone=settings.timezone)
-
-
-@main.group()
 def workspaces() -> None:
     """Businesses on this service: create one with its numbers and credentials, list them,
     rotate keys."""
@@ -272,7 +220,7 @@ def workspaces_create(
             "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         ) from exc
     try:
-        credentials = _write(
+        credentials = write_db(
             settings,
             lambda sessions: create_workspace(
                 sessions,
@@ -300,7 +248,7 @@ def workspaces_create(
 def workspaces_list(as_json: bool) -> None:
     """Every workspace with its numbers (never its credentials)."""
     settings = load_settings()
-    rows = _read(settings, _workspace_rows)
+    rows = read_db(settings, _workspace_rows)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -326,7 +274,7 @@ def workspaces_webhook(workspace_id: str, url: str | None, off: bool, as_json: b
     if url is not None and not url.startswith(("https://", "http://")):
         raise click.BadParameter("must start with https:// or http://", param_hint="URL")
     try:
-        secret = _write(settings, lambda sessions: set_webhook(sessions, workspace_id, url))
+        secret = write_db(settings, lambda sessions: set_webhook(sessions, workspace_id, url))
     except LookupError:
         raise click.ClickException(f"no workspace {workspace_id}") from None
     if as_json:
@@ -345,7 +293,7 @@ def workspaces_rotate_key(workspace_id: str, as_json: bool) -> None:
         raise click.ClickException(
             "the default workspace's key is SMSAGENT_API_KEY: change it there and restart"
         )
-    key = _write(settings, lambda sessions: rotate_api_key(sessions, workspace_id))
+    key = write_db(settings, lambda sessions: rotate_api_key(sessions, workspace_id))
     if key is None:
         raise click.ClickException(f"no workspace {workspace_id}")
     if as_json:
@@ -405,6 +353,8 @@ def campaigns_create(file: Path, workspace_id: str, as_json: bool) -> None:
 
     The first step goes at once; each next one DELAY after the one before (s, m, h, d; "1d12h").
     """
+    from agent.campaigns import CampaignSpec, save_campaign
+
     settings = load_settings()
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
@@ -422,7 +372,7 @@ def campaigns_create(file: Path, workspace_id: str, as_json: bool) -> None:
             )
         ) from exc
     try:
-        saved = _write(settings, lambda sessions: save_campaign(sessions, workspace_id, spec))
+        saved = write_db(settings, lambda sessions: save_campaign(sessions, workspace_id, spec))
     except NotFound as exc:
         hint = (
             " (it is made when `serve` first starts; or give --workspace)"
@@ -443,7 +393,7 @@ def campaigns_create(file: Path, workspace_id: str, as_json: bool) -> None:
 def campaigns_list(workspace_id: str | None, as_json: bool) -> None:
     """Every campaign with its steps (of one workspace with --workspace)."""
     settings = load_settings()
-    rows = _read(settings, lambda sessions: _campaign_rows(sessions, workspace_id))
+    rows = read_db(settings, lambda sessions: _campaign_rows(sessions, workspace_id))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -457,6 +407,8 @@ def campaigns_list(workspace_id: str | None, as_json: bool) -> None:
 async def _campaign_rows(
     sessions: SessionFactory, workspace_id: str | None
 ) -> list[dict[str, Any]]:
+    from agent.campaigns import steps_of
+
     async with sessions() as session:
         found = await list_campaigns(session=session, workspace_id=workspace_id)
     return [
@@ -569,6 +521,11 @@ def eval_command(
     data, got no reply or two, or something changed that they did not ask for. Exits 1 when any
     trial is unsafe (or pass^1 is under --fail-under).
     """
+    from agent.evals.report import as_json, summary
+    from agent.evals.scenario import ScenarioError, load_scenarios
+    from webhooks.evaluate import CustomerModel, Model, dump, run_all
+    from webhooks.render import render_eval
+
     settings = load_settings()
     configure_logging("ERROR", as_json=False)
     try:
@@ -623,43 +580,6 @@ def eval_command(
         sys.exit(1)
 
 
-def _read(settings: Settings, query: Callable[[SessionFactory], Awaitable[T]]) -> T:
-    """Run a read-only query against the configured database."""
-    path = settings.sqlite_path()
-    if path is not None and not Path(path).exists():
-        raise click.ClickException(f"no database at {path}: start the service once with `serve`")
-    return run_sync(_query(settings, query))
-
-
-def _write(settings: Settings, change: Callable[[SessionFactory], Awaitable[T]]) -> T:
-    """Run a change against the configured database (brought to the current schema first)."""
-    return run_sync(_change(settings, change))
-
-
-async def _change(settings: Settings, change: Callable[[SessionFactory], Awaitable[T]]) -> T:
-    if (path := settings.sqlite_path()) is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(settings.database_url, schema=settings.database_schema, pool_size=1)
-    try:
-        await migrate(engine, schema=settings.database_schema)
-        return await change(create_session_factory(engine))
-    finally:
-        await finish_plans(engine)
-        await engine.dispose()
-
-
-async def _query(settings: Settings, query: Callable[[SessionFactory], Awaitable[T]]) -> T:
-    # SQLite: a read-only connection, which never waits for (or delays) a running service.
-    engine = create_reader_engine(settings.database_url, pool_size=1) or create_engine(
-        settings.database_url, schema=settings.database_schema
-    )
-    try:
-        return await query(create_session_factory(engine))
-    finally:
-        await finish_plans(engine)
-        await engine.dispose()
-
-
 def _local(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
 
@@ -668,6 +588,11 @@ def _error_text(answer: Any, status: int) -> str:
     if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
         return f"{status}: {answer['error'].get('message')}"
     return f"the service answered {status}"
+
+
+main.add_command(transcripts)
+main.add_command(report)
+register_takeover(main)
 
 
 if __name__ == "__main__":

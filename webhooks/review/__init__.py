@@ -1,0 +1,1 @@
+"""The review commands: find, read, export, take over and report on conversations."""
