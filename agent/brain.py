@@ -46,6 +46,8 @@ class Turn:
     role: str  # "customer" or "business"
     text: str
     id: str = ""  # the message's id (they sort in time order)
+    # Photos the customer sent with it, shown to the model (data URLs).
+    images: tuple[str, ...] = ()
 
 
 @dataclass
@@ -92,6 +94,36 @@ def estimate_tokens(text: str) -> int:
 def _on_the_wire(role: str, text: str) -> int:
     """A chat message's tokens as sent: its text and the JSON around it."""
     return estimate_tokens(json.dumps({"role": role, "content": text}, ensure_ascii=False)) + 1
+
+
+# What a photo costs the prompt: OpenAI counts a 1024x1024 image at high detail as 765 tokens.
+_IMAGE_TOKENS = 765
+
+
+def _human(turn: Turn) -> HumanMessage:
+    """The customer's text, with the photos they sent as image parts after its words."""
+    if not turn.images:
+        return HumanMessage(turn.text)
+    parts: list[str | dict[str, Any]] = [{"type": "text", "text": turn.text}] if turn.text else []
+    parts += [{"type": "image_url", "image_url": {"url": url}} for url in turn.images]
+    return HumanMessage(content=parts)
+
+
+def _without_pixels(content: Any) -> Any:
+    """Message content as kept for review: a photo's data URL shortened to its type and size,
+    so a run's record does not carry the image itself."""
+    if not isinstance(content, list):
+        return content
+    kept: list[Any] = []
+    for part in content:
+        image = part.get("image_url") if isinstance(part, dict) else None
+        url = image.get("url") if isinstance(image, dict) else None
+        if isinstance(url, str) and url.startswith("data:"):
+            head, _, data = url.partition(",")
+            size = len(data) * 3 // 4 - data.count("=")
+            part = {**part, "image_url": {"url": f"{head},… ({size:,} bytes)"}}
+        kept.append(part)
+    return kept
 
 
 # The note that older lines are left out, and the request's own framing.
@@ -158,9 +190,7 @@ class AgentBrain:
                     f"instructions): {said_before}"
                 )
             messages.append(SystemMessage(note + ")"))
-        messages += [
-            HumanMessage(t.text) if t.role == "customer" else AIMessage(t.text) for t in shown
-        ]
+        messages += [_human(t) if t.role == "customer" else AIMessage(t.text) for t in shown]
         thought, said = await self._run(context, messages)
         # Times the reply may name: the prompt's facts and what the business already texted.
         known = "\n".join(
@@ -218,7 +248,8 @@ class AgentBrain:
         self, system_prompt: str, history: Sequence[Turn], *, reserve: int = 0
     ) -> Sequence[Turn]:
         """The newest lines of the thread that fit the prompt budget with the instructions, the
-        tools and `reserve` tokens more; the last line (the customer's newest text) always."""
+        tools and `reserve` tokens more; the last line (the customer's newest text) always, and
+        the turn's lines with photos in them (each counted at `_IMAGE_TOKENS`)."""
         left = (
             self._budget
             - _on_the_wire("system", system_prompt)
@@ -230,7 +261,9 @@ class AgentBrain:
         while start > 0:
             line = history[start - 1]
             cost = _on_the_wire("user" if line.role == "customer" else "assistant", line.text)
-            if cost > left and start < len(history):
+            cost += len(line.images) * _IMAGE_TOKENS
+            # A text whose photos this turn shows is one of the turn's own: never left out.
+            if cost > left and start < len(history) and not line.images:
                 break
             left -= cost
             start -= 1
@@ -282,7 +315,7 @@ def _as_dict(message: AnyMessage | dict[str, Any]) -> dict[str, Any]:
     if isinstance(message, dict):
         return message
     role = {"human": "user", "ai": "assistant"}.get(message.type, message.type)
-    shown: dict[str, Any] = {"role": role, "content": message.content}
+    shown: dict[str, Any] = {"role": role, "content": _without_pixels(message.content)}
     if isinstance(message, AIMessage):
         if message.tool_calls:
             shown["tool_calls"] = [

@@ -20,6 +20,7 @@ from storage.workspaces import DEFAULT_WORKSPACE_ID as DEFAULT_WORKSPACE_ID
 
 if TYPE_CHECKING:
     from agent.brain import Brain
+    from agent.media import MediaKeeper
 
 
 class Wakeup:
@@ -84,6 +85,8 @@ class Deps:
     numbers: NumberBook
     dispatch: Dispatch = field(default_factory=Dispatch)
     workspace_id: str = DEFAULT_WORKSPACE_ID
+    # Fetches the media that comes with texts, and reads kept files back (None: not wired).
+    media: MediaKeeper | None = None
 
     def provider(self, name: str) -> SmsProvider | None:
         return self.providers.get(name)

@@ -168,6 +168,7 @@ class SendHandler:
         sms = OutboundSms(
             message_id=outbound.id,
             conversation_id=outbound.conversation_id,
+            workspace_id=outbound.workspace_id,
             to=outbound.to_number,
             sender=outbound.from_number,
             body=outbound.body,

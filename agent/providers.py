@@ -24,6 +24,8 @@ class OutboundSms:
     sender: str
     body: str
     media_urls: tuple[str, ...] = ()
+    # Whose text it is (a provider with per-workspace settings, like the gateway, needs it).
+    workspace_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,16 @@ class ProviderError(Exception):
 
 class SmsProvider(Protocol):
     name: str
+    # The provider itself answers STOP / START / HELP (Twilio Advanced Opt-Out, …): the opt-out
+    # is still recorded, but no confirmation of ours is sent.
+    answers_keywords: bool
 
     async def send(self, sms: OutboundSms) -> SendResult: ...
+
+    def media_headers(self, url: str) -> dict[str, str]:
+        """Headers that fetch a text's media from `url` (the provider's auth where the URL is
+        the provider's own; never sent to another host)."""
+        ...
 
 
 @dataclass
@@ -64,7 +74,11 @@ class ConsoleProvider:
     and counts as delivered at once. `smsagent simulate` reads replies back from storage."""
 
     name: str = "console"
+    answers_keywords: bool = False
     sent: list[OutboundSms] = field(default_factory=list)
+
+    def media_headers(self, url: str) -> dict[str, str]:
+        return {}
 
     async def send(self, sms: OutboundSms) -> SendResult:
         self.sent.append(sms)

@@ -187,6 +187,24 @@ class AppointmentOut(BaseModel):
     history: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class MediaOut(BaseModel):
+    """A photo or other file that came with a text: kept, or why not."""
+
+    id: str
+    # Its place among the text's media (the text's `media_urls`).
+    position: int
+    status: str  # stored, failed, too_large, refused_type
+    content_type: str | None
+    size_bytes: int | None
+    sha256: str | None = None
+    error: str | None = None
+    # Where it is kept: "file" (under the media folder) or "s3", and its key there.
+    storage: str | None = None
+    key: str | None = None
+    # Where the API gives it back (`GET /v1/media/{id}`), once kept.
+    url: str | None = None
+
+
 class MessageOut(BaseModel):
     id: str
     direction: str
@@ -208,6 +226,8 @@ class MessageOut(BaseModel):
     author_name: str | None = None
     # Deleted from the inbox's view (it was still sent).
     hidden: bool = False
+    # What became of each of `media_urls` (inbound texts; fetched by the turn that answers).
+    media: list[MediaOut] = Field(default_factory=list)
 
 
 class EventOut(BaseModel):

@@ -21,7 +21,8 @@ from agent.quiet import parse_window
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/smsagent.db"
 
 Vertical = Literal["dental", "home_services", "generic"]
-ProviderName = Literal["console", "twilio"]
+ProviderName = Literal["console", "twilio", "telnyx", "gateway", "avochato"]
+PROVIDER_NAMES: tuple[ProviderName, ...] = ("console", "twilio", "telnyx", "gateway", "avochato")
 
 
 class Settings(BaseSettings):
@@ -75,11 +76,63 @@ class Settings(BaseSettings):
     # any time). Outside it they wait for the next opening; alerts and replies do not wait.
     send_window: str = "08:00-20:00"
 
+    # The provider of SMSAGENT_FROM_NUMBER; more numbers, each with its own provider, by
+    # '{"+15550001234": "telnyx"}' (one workspace may mix providers: each number sends through
+    # the one it belongs to).
     sms_provider: ProviderName = "console"
     from_number: str = "+15550000000"
+    sender_numbers: dict[str, ProviderName] = Field(default_factory=dict)
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto / X-Forwarded-Host (or
+    # Forwarded), a signature over the URL the provider called is also checked against the URL
+    # those headers give. Turn on only when the proxy sets them itself.
+    trust_forwarded_headers: bool = False
+    # How old a signed webhook's timestamp may be (Telnyx, the generic gateway).
+    webhook_tolerance_seconds: int = Field(default=300, ge=10, le=3600)
+    # Webhooks refused for their signature are kept for `smsagent quarantine`; past this many,
+    # the oldest ones go.
+    quarantine_keep: int = Field(default=10_000, ge=10)
+
     twilio_api_url: str = "https://api.twilio.com"
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
+    # Send through a Messaging Service (its sender pool, sticky sender, compliance) with our
+    # number as From; Twilio answers STOP itself when Advanced Opt-Out is on, so say so and the
+    # opt-out is recorded without a confirmation of our own.
+    twilio_messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    twilio_advanced_opt_out: bool = False
+
+    telnyx_api_url: str = "https://api.telnyx.com"
+    telnyx_api_key: SecretStr | None = None
+    # The account's public key (base64 ed25519, Mission Control > Keys & Credentials).
+    telnyx_public_key: str | None = None
+    telnyx_messaging_profile_id: str | None = None
+
+    # The default workspace's generic signed gateway: where texts go, and the shared secret.
+    gateway_url: str | None = None
+    gateway_secret: SecretStr | None = None
+
+    # Avochato as a sender: its API, and the account's auth_id / auth_secret.
+    avochato_api_url: str = "https://www.avochato.com"
+    avochato_auth_id: str | None = None
+    avochato_auth_secret: SecretStr | None = None
+
+    # Photos and other media that come with texts: fetched, checked and kept, on disk under
+    # media_dir or in an S3-compatible bucket.
+    media_store: Literal["file", "s3"] = "file"
+    media_dir: Path = Path("./var/media")
+    media_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # Content types kept ("image/*" takes every image); others are refused, not fetched whole.
+    media_types: list[str] = Field(
+        default_factory=lambda: ["image/*", "video/*", "audio/*", "application/pdf", "text/vcard"]
+    )
+    media_s3_endpoint: str | None = None
+    media_s3_bucket: str | None = None
+    media_s3_region: str = "us-east-1"
+    media_s3_access_key: str | None = None
+    media_s3_secret_key: SecretStr | None = None
+    media_s3_prefix: str = "media/"
+    # The model takes images: a photo's pixels go to it; otherwise it gets a note that one came.
+    llm_vision: bool = False
     sms_max_segments: int = Field(default=4, ge=1, le=10)
     sms_cost_per_segment_cents: float = Field(default=0.83, ge=0)
     sms_allowed_link_hosts: list[str] = Field(default_factory=list)
@@ -151,6 +204,14 @@ class Settings(BaseSettings):
         except InvalidPhoneNumber as exc:
             raise ValueError(str(exc)) from exc
 
+    @field_validator("sender_numbers")
+    @classmethod
+    def _e164_numbers(cls, numbers: dict[str, ProviderName]) -> dict[str, ProviderName]:
+        try:
+            return {normalize_phone(number): provider for number, provider in numbers.items()}
+        except InvalidPhoneNumber as exc:
+            raise ValueError(f"SMSAGENT_SENDER_NUMBERS: {exc}") from exc
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, zone: str) -> str:
@@ -171,7 +232,16 @@ class Settings(BaseSettings):
                 )
         return self
 
-    @field_validator("public_url", "llm_base_url", "twilio_api_url", "webhook_url")
+    @field_validator(
+        "public_url",
+        "llm_base_url",
+        "twilio_api_url",
+        "webhook_url",
+        "telnyx_api_url",
+        "gateway_url",
+        "avochato_api_url",
+        "media_s3_endpoint",
+    )
     @classmethod
     def _no_trailing_slash(cls, url: str | None) -> str | None:
         if url is None:
@@ -182,18 +252,21 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _provider_complete(self) -> Settings:
-        if self.sms_provider == "twilio":
-            missing = [
+        for provider in {self.sms_provider, *self.sender_numbers.values()}:
+            if missing := self.missing_for(provider):
+                raise ValueError(f"the {provider} provider needs {', '.join(missing)}")
+        if self.media_store == "s3" and (
+            missing := [
                 name
                 for name, value in (
-                    ("SMSAGENT_TWILIO_ACCOUNT_SID", self.twilio_account_sid),
-                    ("SMSAGENT_TWILIO_AUTH_TOKEN", self.twilio_auth_token),
-                    ("SMSAGENT_PUBLIC_URL", self.public_url),
+                    ("SMSAGENT_MEDIA_S3_BUCKET", self.media_s3_bucket),
+                    ("SMSAGENT_MEDIA_S3_ACCESS_KEY", self.media_s3_access_key),
+                    ("SMSAGENT_MEDIA_S3_SECRET_KEY", self.media_s3_secret_key),
                 )
                 if not value
             ]
-            if missing:
-                raise ValueError(f"the twilio provider needs {', '.join(missing)}")
+        ):
+            raise ValueError(f"SMSAGENT_MEDIA_STORE=s3 needs {', '.join(missing)}")
         if self.api_key is not None and len(self.api_key.get_secret_value()) < 16:
             raise ValueError("SMSAGENT_API_KEY must be at least 16 characters")
         if self.webhook_url is not None and (
@@ -201,6 +274,32 @@ class Settings(BaseSettings):
         ):
             raise ValueError("SMSAGENT_WEBHOOK_URL needs SMSAGENT_WEBHOOK_SECRET (16+ characters)")
         return self
+
+    def missing_for(self, provider: str) -> list[str]:
+        """The settings a provider still needs before it can send (empty: it is configured)."""
+        needs: dict[str, tuple[tuple[str, object], ...]] = {
+            "twilio": (
+                ("SMSAGENT_TWILIO_ACCOUNT_SID", self.twilio_account_sid),
+                ("SMSAGENT_TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+                ("SMSAGENT_PUBLIC_URL", self.public_url),
+            ),
+            "telnyx": (
+                ("SMSAGENT_TELNYX_API_KEY", self.telnyx_api_key),
+                ("SMSAGENT_TELNYX_PUBLIC_KEY", self.telnyx_public_key),
+                ("SMSAGENT_PUBLIC_URL", self.public_url),
+            ),
+            "gateway": (
+                ("SMSAGENT_GATEWAY_URL", self.gateway_url),
+                ("SMSAGENT_GATEWAY_SECRET", self.gateway_secret),
+                ("SMSAGENT_PUBLIC_URL", self.public_url),
+            ),
+            "avochato": (
+                ("SMSAGENT_AVOCHATO_AUTH_ID", self.avochato_auth_id),
+                ("SMSAGENT_AVOCHATO_AUTH_SECRET", self.avochato_auth_secret),
+                ("SMSAGENT_PUBLIC_URL", self.public_url),
+            ),
+        }
+        return [name for name, value in needs.get(provider, ()) if not value]
 
     @property
     def llm_enabled(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -23,12 +23,14 @@ from agent.context import TurnContext
 from agent.deps import Deps
 from agent.fastpath import Classification, Keyword, classify_batch
 from agent.language import language_of
+from agent.media import seen
 from agent.outbox import SEND_JOB, Queued, compose_reply, queue_text_plan, send_key
 from agent.pacing import Places, back_to_work, wait_elsewhere
 from agent.prompting import contact_zone, rendered_prompt, reply_text
 from agent.quiet import recipient_zone
 from agent.settings import Settings
 from storage import appointments, contacts, conversations, events, jobs, messages
+from storage import media as kept_media
 from storage.campaigns import by_keyword_plan
 from storage.conversations import EarlierThread
 from storage.jobs import Lease
@@ -40,6 +42,7 @@ from storage.models import (
     Conversation,
     ConversationMode,
     JobStatus,
+    Media,
     Message,
     MessageAuthor,
     MessageDirection,
@@ -81,6 +84,8 @@ class Snapshot:
     earlier: list[EarlierThread] = field(default_factory=list)
     # The campaign whose keyword the batch is, when it is one.
     campaign: Campaign | None = None
+    # What was fetched of the media of the history's and the batch's texts.
+    media: list[Media] = field(default_factory=list)
 
 
 def pending_confirmation(appointment: Appointment | None, now: datetime) -> bool:
@@ -146,6 +151,7 @@ class TurnHandler:
         if snapshot is None or not snapshot.batch:
             await commit_plan(deps.engine, jobs.settle_plan(self._dialect, job))
             return
+        snapshot = await self._keep_media(snapshot)
         classification = classify_batch([m.body for m in snapshot.batch])
         action = decide(snapshot, classification, llm=deps.brain is not None, now=started)
         thought: Thought | None = None
@@ -192,6 +198,20 @@ class TurnHandler:
             self._deps.reader, _snapshot(self._dialect, conversation_id, limit)
         )
 
+    async def _keep_media(self, snapshot: Snapshot) -> Snapshot:
+        """The batch's media fetched and kept (each item once, whatever the turn decides; a
+        blocked contact's is not fetched)."""
+        keeper = self._deps.media
+        if keeper is None or snapshot.contact.blocked:
+            return snapshot
+        kept = await keeper.keep(
+            workspace_id=snapshot.workspace.id,
+            conversation_id=snapshot.conversation.id,
+            messages=snapshot.batch,
+            known=snapshot.media,
+        )
+        return replace(snapshot, media=kept)
+
     async def _think(self, snapshot: Snapshot, run_id: str, now: datetime) -> Thought:
         assert self._deps.brain is not None
         prompt, facts = rendered_prompt(
@@ -217,9 +237,20 @@ class TurnHandler:
             sessions=self._deps.sessions,
             standing=_standing(snapshot),
         )
+        # Photos are shown with the turn's own texts; every text with media gets a note.
+        media = await seen(
+            [*snapshot.history, *snapshot.batch],
+            snapshot.media,
+            keeper=self._deps.media,
+            show={m.id for m in snapshot.batch},
+            vision=self._deps.settings.llm_vision,
+        )
         history = [
             Turn(
-                "customer" if m.direction == MessageDirection.INBOUND else "business", m.body, m.id
+                "customer" if m.direction == MessageDirection.INBOUND else "business",
+                media.text(m),
+                m.id,
+                media.images.get(m.id, ()),
             )
             for m in snapshot.history
             # Texts waiting for their time (a campaign's later steps), or called off, were
@@ -378,6 +409,17 @@ class TurnHandler:
         yield from jobs.settle_plan(dialect, job)
         return sent
 
+    def _provider_answers(self, snapshot: Snapshot, outcome: Outcome) -> bool:
+        """The thread's provider answers this keyword itself (Twilio Advanced Opt-Out): its
+        confirmation is the one the customer gets. Words that are not the carrier's keywords
+        ("please stop texting me") are still ours to confirm."""
+        provider = self._deps.provider(snapshot.conversation.provider)
+        return (
+            provider is not None
+            and provider.answers_keywords
+            and not outcome.classification.natural_language
+        )
+
     def _apply(self, snapshot: Snapshot, outcome: Outcome) -> Plan[str | None]:
         """Change what the action changes; return the reply to send, if any."""
         dialect = self._dialect
@@ -422,12 +464,22 @@ class TurnHandler:
                     "source": source,
                 },
             )
-            return reply_text("opt_out", workspace=workspace)
+            return (
+                None
+                if self._provider_answers(snapshot, outcome)
+                else reply_text("opt_out", workspace=workspace)
+            )
         if action == Action.OPT_IN:
             yield from contacts.opt_out_plan(dialect, contact.id, opted_out=False, source="keyword")
             yield from event("contact.opted_in", matched=classification.matched)
-            return reply_text("opt_in", workspace=workspace)
+            return (
+                None
+                if self._provider_answers(snapshot, outcome)
+                else reply_text("opt_in", workspace=workspace)
+            )
         if action == Action.HELP:
+            if self._provider_answers(snapshot, outcome):
+                return None
             return reply_text("help", workspace=workspace, language=language)
         if action == Action.CAMPAIGN:
             assert snapshot.campaign is not None
@@ -518,6 +570,8 @@ def _snapshot(dialect: Dialect, conversation_id: str, limit: int) -> Plan[Snapsh
     word = campaigns.keyword_in([m.body for m in batch])
     if word is not None:
         campaign = yield from by_keyword_plan(found.workspace.id, word)
+    with_media = sorted({m.id for m in (*history, *batch) if m.media_urls})
+    media = yield from kept_media.of_messages(with_media)
     return Snapshot(
         found.workspace,
         found.conversation,
@@ -528,6 +582,7 @@ def _snapshot(dialect: Dialect, conversation_id: str, limit: int) -> Plan[Snapsh
         [a for a in upcoming if a.id != own],
         earlier,
         campaign,
+        media,
     )
 
 

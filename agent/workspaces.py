@@ -141,6 +141,20 @@ async def set_webhook(sessions: SessionFactory, workspace_id: str, url: str | No
     return secret
 
 
+async def set_gateway(sessions: SessionFactory, workspace_id: str, url: str | None) -> str | None:
+    """Send the workspace's texts through the signed gateway at `url` (None: stop) with a new
+    secret, which signs both directions and is returned to be shown once (it is kept as is).
+    Raises LookupError for no such workspace."""
+    secret = None if url is None else "gwsec_" + secrets.token_urlsafe(32)
+    async with sessions() as session, session.begin():
+        workspace = await session.get(Workspace, workspace_id)
+        if workspace is None:
+            raise LookupError(workspace_id)
+        workspace.gateway_url, workspace.gateway_secret = url, secret
+        workspace.updated_at = utcnow()
+    return secret
+
+
 class NumberBook:
     """Which workspace a number of ours belongs to, for routing inbound texts.
 

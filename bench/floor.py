@@ -9,7 +9,7 @@ import sys
 
 from aiohttp import web
 
-from webhooks.inbound import EMPTY_TWIML
+from webhooks.twilio import EMPTY_TWIML
 
 
 async def _accept(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from storage.types import UTCDateTime, utcnow
@@ -111,6 +111,10 @@ class Workspace(SQLModel, table=True):
     # the secret (kept as is: it signs every request).
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    # The generic signed gateway (webhooks/gateway.py): where its texts are sent, and the secret
+    # both directions are signed with (kept as is: it signs every request).
+    gateway_url: str | None = None
+    gateway_secret: str | None = None
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -513,3 +517,59 @@ class IdempotencyKey(SQLModel, table=True):
     response_status: int | None = None
     response_body: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = _created()
+
+
+class MediaStatus(StrEnum):
+    STORED = "stored"
+    # Not kept, and why: the fetch failed, it was larger than allowed, or of a type not taken.
+    FAILED = "failed"
+    TOO_LARGE = "too_large"
+    REFUSED_TYPE = "refused_type"
+
+
+class Media(SQLModel, table=True):
+    """A photo (or other file) that came with a text, fetched from the provider and kept."""
+
+    __tablename__ = "media"
+    __table_args__ = (UniqueConstraint("message_id", "position", name="uq_media_message_position"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(foreign_key="workspaces.id", max_length=40)
+    conversation_id: str = Field(foreign_key="conversations.id", index=True, max_length=40)
+    message_id: str = Field(foreign_key="messages.id", max_length=40)
+    # Its place among the text's media (0 for MediaUrl0).
+    position: int = 0
+    source_url: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = MediaStatus.STORED
+    content_type: str | None = Field(default=None, max_length=100)
+    size_bytes: int | None = None
+    sha256: str | None = Field(default=None, max_length=64)
+    # Where it is kept: "file" (under the media folder) or "s3", and its key there.
+    storage: str | None = Field(default=None, max_length=10)
+    key: str | None = None
+    error: str | None = None
+    created_at: datetime = _created()
+
+
+class QuarantinedWebhook(SQLModel, table=True):
+    """A provider webhook refused for its signature: kept whole, never processed, until an
+    operator replays it (`smsagent quarantine replay`)."""
+
+    __tablename__ = "quarantined_webhooks"
+    __table_args__ = (Index("ix_quarantined_webhooks_received", "received_at", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    provider: str = Field(max_length=20)
+    method: str = Field(max_length=10)
+    # The path and query it arrived on.
+    path: str = Field(sa_column=Column(Text, nullable=False))
+    # Its headers but credentials (Authorization, Cookie), names lower-cased.
+    headers: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    reason: str
+    remote: str | None = Field(default=None, max_length=64)
+    received_at: datetime = _created()
+    replayed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # What the replay did: its HTTP status, and who asked for it.
+    replay_status: int | None = None
+    replayed_by: str | None = Field(default=None, max_length=100)

@@ -29,6 +29,7 @@ async def ensure_workspace(
     scheduling: str | None = None,
     webhook: tuple[str, str] | None = None,
     appointment_types: dict[str, int] | None = None,
+    gateway: tuple[str, str] | None = None,
 ) -> Workspace:
     """Create the workspace or bring it in line with the configuration (the appointment book's
     settings only where given)."""
@@ -57,6 +58,8 @@ async def ensure_workspace(
     if scheduling is not None:
         workspace.scheduling = scheduling
     workspace.webhook_url, workspace.webhook_secret = webhook or (None, None)
+    if gateway is not None:
+        workspace.gateway_url, workspace.gateway_secret = gateway
     if appointment_types is not None:
         workspace.appointment_types = dict(appointment_types)
     await session.flush()

@@ -70,7 +70,7 @@ ServiceFactory = Callable[..., Awaitable[Service]]
 
 @pytest.fixture
 async def make_service(
-    db: Database, llm: ScriptedLLM, twilio: TwilioStub
+    db: Database, llm: ScriptedLLM, twilio: TwilioStub, tmp_path: Path
 ) -> AsyncIterator[ServiceFactory]:
     """Start the app wired to Twilio's stub and the scripted LLM; overrides go to Settings."""
     started: list[Service] = []
@@ -84,6 +84,8 @@ async def make_service(
             "llm_base_url": llm.base_url,
             "llm_model": "scripted-model",
             "llm_api_key": "sk-test",
+            # Photos that come with texts are kept beside the test's database, not in ./var.
+            "media_dir": str(tmp_path / "media"),
         }
         values.update(overrides)
         service = Service(base_settings(db, **values))

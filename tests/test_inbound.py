@@ -118,7 +118,7 @@ async def test_a_repeated_delivery_is_answered_once(
     assert await count_rows(db, "messages") == 2  # one inbound, one reply
 
 
-async def test_a_forged_signature_is_refused_and_nothing_is_kept(
+async def test_a_forged_signature_is_refused_and_nothing_is_processed(
     service: Service, llm: ScriptedLLM, db: Database
 ) -> None:
     status, text, _ = await service.twilio_inbound(
@@ -138,6 +138,8 @@ async def test_a_forged_signature_is_refused_and_nothing_is_kept(
     assert await count_rows(db, "contacts") == 0
     assert await count_rows(db, "jobs") == 0
     assert llm.requests == []
+    # Kept for `smsagent quarantine`, not lost (tests/test_quarantine.py).
+    assert await count_rows(db, "quarantined_webhooks") == 2
 
 
 async def test_texts_in_a_burst_get_one_turn(

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from agent.errors import Conflict, NotFound
 from agent.schemas import WorkspaceIn
 from agent.settings import Settings
-from agent.workspaces import create_workspace, rotate_api_key, set_webhook
+from agent.workspaces import create_workspace, rotate_api_key, set_gateway, set_webhook
 from storage.campaigns import list_campaigns
 from storage.engine import (
     SessionFactory,
@@ -30,6 +30,7 @@ from storage.types import utcnow
 from storage.workspaces import DEFAULT_WORKSPACE_ID, list_workspaces, sender_numbers
 from webhooks.logs import configure_logging
 from webhooks.review.db import load_settings, read_db, run_sync, write_db
+from webhooks.review.quarantine import quarantine_group
 from webhooks.review.report import report
 from webhooks.review.takeover import register as register_takeover
 from webhooks.review.transcripts import transcripts
@@ -190,7 +191,7 @@ def workspaces() -> None:
 )
 @click.option(
     "--provider",
-    type=click.Choice(["console", "twilio"]),
+    type=click.Choice(["console", "twilio", "telnyx", "gateway", "avochato"]),
     default=None,
     help="Provider of its numbers (default: SMSAGENT_SMS_PROVIDER).",
 )
@@ -279,6 +280,34 @@ def workspaces_webhook(workspace_id: str, url: str | None, off: bool, as_json: b
         raise click.ClickException(f"no workspace {workspace_id}") from None
     if as_json:
         click.echo(json.dumps({"id": workspace_id, "webhook_url": url, "webhook_secret": secret}))
+    elif secret is not None:
+        click.echo(secret)
+
+
+@workspaces.command("gateway")
+@click.argument("workspace_id")
+@click.argument("url", required=False)
+@click.option("--off", is_flag=True, help="Stop sending through a gateway.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def workspaces_gateway(workspace_id: str, url: str | None, off: bool, as_json: bool) -> None:
+    """Send the workspace's texts through the signed gateway at URL, with a new secret
+    (printed once) that signs both directions; its texts come to
+    PUBLIC_URL/webhooks/gateway/WORKSPACE_ID."""
+    settings = load_settings()
+    if workspace_id == DEFAULT_WORKSPACE_ID:
+        raise click.ClickException(
+            "the default workspace's gateway is SMSAGENT_GATEWAY_URL and SMSAGENT_GATEWAY_SECRET"
+        )
+    if off == (url is not None):
+        raise click.UsageError("give a URL, or --off")
+    if url is not None and not url.startswith(("https://", "http://")):
+        raise click.BadParameter("must start with https:// or http://", param_hint="URL")
+    try:
+        secret = write_db(settings, lambda sessions: set_gateway(sessions, workspace_id, url))
+    except LookupError:
+        raise click.ClickException(f"no workspace {workspace_id}") from None
+    if as_json:
+        click.echo(json.dumps({"id": workspace_id, "gateway_url": url, "gateway_secret": secret}))
     elif secret is not None:
         click.echo(secret)
 
@@ -592,6 +621,7 @@ def _error_text(answer: Any, status: int) -> str:
 
 main.add_command(transcripts)
 main.add_command(report)
+main.add_command(quarantine_group)
 register_takeover(main)
 
 

@@ -29,8 +29,17 @@ from agent.schemas import (
 from agent.settings import Settings
 from webhooks import api, campaigns_api, compat, inbound, links, openapi
 from webhooks.avochato.routes import inbox_routes
+from webhooks.avochato_sender import INBOUND_PATH as AVOCHATO_INBOUND_PATH
+from webhooks.avochato_sender import STATUS_PATH as AVOCHATO_STATUS_PATH
+from webhooks.avochato_sender import AvochatoCarrier
+from webhooks.carriers import carrier_handler
+from webhooks.gateway import ROUTE as GATEWAY_ROUTE
+from webhooks.gateway import GatewayCarrier
 from webhooks.idempotency import idempotent
 from webhooks.routing import RETRY_SAFE, Route
+from webhooks.telnyx import WEBHOOK_PATH as TELNYX_PATH
+from webhooks.telnyx import TelnyxCarrier
+from webhooks.twilio import SMS_PATH, STATUS_CALLBACK_PATH, TwilioCarrier
 
 
 def api_routes() -> list[Route]:
@@ -123,6 +132,14 @@ def api_routes() -> list[Route]:
             "Cancel a scheduled message (409 once it has gone)",
             "messages",
             responses={200: MessageDetail},
+        ),
+        Route(
+            "GET",
+            "/v1/media/{media_id}",
+            api.get_media,
+            "A photo or other file a customer texted, as kept (its own content type)",
+            "messages",
+            responses={200: None},
         ),
         Route(
             "GET",
@@ -224,26 +241,74 @@ def api_routes() -> list[Route]:
 
 
 def provider_routes(settings: Settings) -> list[Route]:
-    """Where SMS providers deliver texts and statuses; mounted only when configured."""
+    """Where SMS providers deliver texts and statuses; mounted only when configured. Each is a
+    carrier's: its signature is checked, and a failing request quarantined (carriers.py)."""
+    twilio = carrier_handler(TwilioCarrier())
     routes = []
     if settings.twilio_auth_token is not None and settings.public_url is not None:
         routes += [
             Route(
                 "POST",
-                "/webhooks/twilio/sms",
-                inbound.twilio_sms,
+                SMS_PATH,
+                twilio,
                 "Twilio inbound text",
                 "providers",
-                auth="twilio_signature",
+                auth="provider_signature",
                 public=False,
             ),
             Route(
                 "POST",
-                "/webhooks/twilio/status",
-                inbound.twilio_status,
+                STATUS_CALLBACK_PATH,
+                twilio,
                 "Twilio delivery status",
                 "providers",
-                auth="twilio_signature",
+                auth="provider_signature",
+                public=False,
+            ),
+        ]
+    if settings.telnyx_public_key is not None:
+        routes.append(
+            Route(
+                "POST",
+                TELNYX_PATH,
+                carrier_handler(TelnyxCarrier()),
+                "Telnyx messaging events: inbound texts and delivery statuses",
+                "providers",
+                auth="provider_signature",
+                public=False,
+            )
+        )
+    # Any workspace may have a gateway (its secret is in the database): always mounted.
+    routes.append(
+        Route(
+            "POST",
+            GATEWAY_ROUTE,
+            carrier_handler(GatewayCarrier()),
+            "The signed gateway's texts and statuses for a workspace",
+            "providers",
+            auth="provider_signature",
+            public=False,
+        )
+    )
+    if not settings.missing_for("avochato"):
+        avochato = carrier_handler(AvochatoCarrier())
+        routes += [
+            Route(
+                "POST",
+                AVOCHATO_STATUS_PATH,
+                avochato,
+                "Avochato status callback of a text sent through it",
+                "providers",
+                auth="provider_signature",
+                public=False,
+            ),
+            Route(
+                "POST",
+                AVOCHATO_INBOUND_PATH,
+                avochato,
+                "Avochato's message webhook: customers' texts",
+                "providers",
+                auth="provider_signature",
                 public=False,
             ),
         ]

@@ -12,8 +12,8 @@ from pydantic import BaseModel
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # How a route authenticates: the workspace's API key as a Bearer token, the Avaamo channel uuid
 # in the path, a team member's `auth_id` + `auth_secret` parameters (the inbox API), a
-# provider's signature, or nothing.
-Auth = Literal["bearer", "avaamo_channel", "avochato", "twilio_signature", "none"]
+# provider's signature (webhooks/carriers.py), or nothing.
+Auth = Literal["bearer", "avaamo_channel", "avochato", "provider_signature", "none"]
 
 
 @dataclass(frozen=True)

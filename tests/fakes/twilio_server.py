@@ -105,6 +105,8 @@ class TwilioStub:
         self.host = host
         self.port = port
         self.messages: list[dict[str, str]] = []
+        # Each accepted message's MediaUrl values, by its sid.
+        self.media: dict[str, list[str]] = {}
         self.requests: list[dict[str, Any]] = []
         self._failures: deque[Failure] = deque()
         self._changed = asyncio.Event()
@@ -226,7 +228,10 @@ class TwilioStub:
         self.requests.append(record)
         if self.delay > 0:
             await asyncio.sleep(self.delay)
-        response = self._respond(request, fields, len(form.getall("MediaUrl", [])))
+        media = [str(url) for url in form.getall("MediaUrl", [])]
+        response = self._respond(request, fields, len(media))
+        if response.status == 201 and self.messages:
+            self.media[self.messages[-1]["sid"]] = media
         record["status"] = response.status
         self._changed.set()
         return response
@@ -249,6 +254,9 @@ class TwilioStub:
             return twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         if not fields.get("From") and not fields.get("MessagingServiceSid"):
             return twilio_error(400, 21603, "A 'From' phone number is required.")
+        service = fields.get("MessagingServiceSid")
+        if service is not None and not re.fullmatch(r"MG[0-9a-fA-F]{32}", service):
+            return twilio_error(400, 21701, f"The Messaging Service Sid {service} is invalid.")
         body = fields.get("Body", "")
         if not body and not media:
             return twilio_error(400, 21602, "Message body is required.")

@@ -22,6 +22,8 @@ from webhooks.review.timeline import (
     cost,
     delivery,
     local,
+    media_line,
+    media_of,
     timeline,
     totals,
 )
@@ -167,7 +169,12 @@ def _message(message: MessageOut, conversation: ConversationOut, zone: str) -> s
     if message.hidden:
         classes += " hidden"
         extras.append('<p class="flag">hidden from the inbox (it was sent)</p>')
-    media = "".join(f"<li>{_link(url)}</li>" for url in message.media_urls)
+    media = "".join(
+        f"<li>{_link(url)}"
+        + (f' <span class="kept">{escape(media_line(item))}</span>' if item else "")
+        + "</li>"
+        for url, item in media_of(message)
+    )
     return (
         f'<li class="{classes}" data-kind="message" data-author="{escape(message.author)}"'
         f' data-direction="{escape(message.direction)}">'
@@ -359,6 +366,7 @@ li.message.outbound { align-self: flex-end; align-items: flex-end; }
 .message.hidden .bubble { border-style: dashed; border-color: #8c959f; }
 .bubble .body { margin: 0; white-space: pre-wrap; overflow-wrap: anywhere; }
 ul.media { margin: 4px 0 0; padding-left: 18px; font-size: 13px; overflow-wrap: anywhere; }
+ul.media .kept { display: block; color: #57606a; }
 li.message .meta, li.message .scheduled, li.message .flag { margin: 2px 6px 0;
   font-size: 12px; color: #57606a; }
 .meta .author { font-weight: 600; color: #1f2328; }

@@ -101,7 +101,7 @@ def _in_thread(
         raise click.ClickException(exc.message) from exc
 
 
-def _operator(name: str | None) -> str:
+def operator(name: str | None) -> str:
     """Who runs the command: --as, else $SMSAGENT_OPERATOR, else the login name."""
     for found in (name, os.environ.get("SMSAGENT_OPERATOR")):
         if found and found.strip():
@@ -176,7 +176,7 @@ def reply(ref: str, text: str, name: str | None, workspace_id: str | None, as_js
     reopened, unless another thread with the customer is live.
     """
     settings = load_settings()
-    person = _operator(name)
+    person = operator(name)
     try:
         checked = HumanReply(message=text, author_name=person)
     except ValidationError as exc:
@@ -225,7 +225,7 @@ def _state_command(
     mode: str | None = None,
 ) -> tuple[dict[str, str], Thread]:
     settings = load_settings()
-    person = _operator(name)
+    person = operator(name)
 
     async def act(session: AsyncSession, conversation: Conversation) -> dict[str, str]:
         author = await _author(session, conversation, person)
@@ -297,7 +297,7 @@ def _tag_command(
     if not label or len(label) > MAX_TAG:
         raise click.BadParameter(f"give 1 to {MAX_TAG} characters", param_hint="TAG")
     settings = load_settings()
-    person = _operator(name)
+    person = operator(name)
 
     async def act(session: AsyncSession, conversation: Conversation) -> bool:
         author = await _author(session, conversation, person)
@@ -342,7 +342,7 @@ def note(ref: str, text: str, name: str | None, workspace_id: str | None, as_jso
     if not body or len(body) > MAX_NOTE:
         raise click.BadParameter(f"give 1 to {MAX_NOTE} characters", param_hint="TEXT")
     settings = load_settings()
-    person = _operator(name)
+    person = operator(name)
 
     async def act(session: AsyncSession, conversation: Conversation) -> tuple[str, str | None]:
         author = await _author(session, conversation, person)

@@ -22,6 +22,8 @@ from webhooks.review.timeline import (
     cost,
     delivery,
     local,
+    media_line,
+    media_of,
     timeline,
     totals,
 )
@@ -199,7 +201,14 @@ def _message(message: MessageOut, conversation: ConversationOut) -> tuple[str, s
         details.append(f"goes out {message.send_at.isoformat(timespec='minutes')}")
     if message.hidden:
         details.append("hidden from the inbox")
-    extra = [f"media: {url}" for url in message.media_urls]
+    extra = []
+    for url, item in media_of(message):
+        if item is None:
+            extra.append(f"media: {url}")
+        else:
+            # Where a file came from matters when it could not be kept.
+            source = "" if item.status == "stored" else f" ({url})"
+            extra.append(f"media: {media_line(item)}{source}")
     return marker, author(message, conversation.contact), message.body, ["; ".join(details), *extra]
 
 

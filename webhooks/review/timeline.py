@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from agent.schemas import AgentRunOut, ContactOut, ConversationOut, EventOut, MessageOut
+from agent.media import size_text
+from agent.schemas import AgentRunOut, ContactOut, ConversationOut, EventOut, MediaOut, MessageOut
 from agent.takeover import NOTE_EVENT
 
 HANDOFF_EVENTS = frozenset(
@@ -89,6 +90,21 @@ def delivery(message: MessageOut) -> str:
     if message.error_code:
         return f"{message.status} {message.error_code}"
     return message.status
+
+
+def media_line(item: MediaOut) -> str:
+    """`image/jpeg, 240 KB, kept in file default/conv_…/med_….jpg`, or why it was not kept."""
+    if item.status == "stored":
+        size = size_text(item.size_bytes or 0)
+        return f"{item.content_type}, {size}, kept in {item.storage} {item.key}"
+    what = f"{item.content_type}, " if item.content_type else ""
+    return f"{what}{item.status.replace('_', ' ')}: {item.error or 'no reason recorded'}"
+
+
+def media_of(message: MessageOut) -> list[tuple[str, MediaOut | None]]:
+    """Each of a text's media URLs, with what became of it (None: not fetched, or sent)."""
+    kept = {item.position: item for item in message.media}
+    return [(url, kept.get(i)) for i, url in enumerate(message.media_urls)]
 
 
 def cost(message: MessageOut) -> str:
