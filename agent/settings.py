@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # The account's public key (base64 ed25519, Mission Control > Keys & Credentials).
     telnyx_public_key: str | None = None
     telnyx_messaging_profile_id: str | None = None
+    # The messaging profile answers STOP / START / HELP itself (Advanced Opt-In/Out
+    # auto-responses): the opt-out is recorded, and no confirmation of ours follows.
+    telnyx_answers_keywords: bool = False
 
     # The default workspace's generic signed gateway: where texts go, and the shared secret.
     gateway_url: str | None = None

@@ -298,8 +298,10 @@ async def test_two_processes_never_run_two_turns_of_one_thread_at_once(
     calls: dict[str, list[float]] = defaultdict(list)
 
     def timed(request: JSONDict) -> Step:
-        last = str(request["messages"][-1].get("content", ""))
-        calls[last.split()[0]].append(time.monotonic())
+        # The thread is the customer of its newest text; a reply sent after that text (the
+        # turn before, committed once the text had arrived) may come after it in the history.
+        said = [m for m in request["messages"] if m.get("role") == "user"]
+        calls[str(said[-1].get("content", "")).split()[0]].append(time.monotonic())
         return reply("Got it, thanks!").delayed(think)
 
     llm.default = reply("unused")

@@ -127,7 +127,7 @@ async def test_a_signed_text_with_pictures_is_stored_once_and_answered_through_t
     assert tuple(stored) == (
         answer["message_id"],
         "gateway",
-        "gw_in_0001",
+        "ws_default/gw_in_0001",
         PATIENT,
         FROM_NUMBER,
         "ws_default",
@@ -441,3 +441,34 @@ async def test_a_gateway_on_a_private_address_is_not_called_unless_allowed(
     await wait_until(lambda: _status_is(service, started["message_id"], "failed"), what="failed")
     assert (await _message(service, started["message_id"]))["error_code"] == "private_address"
     assert gateway.requests == []
+
+
+async def test_two_workspaces_gateways_may_use_the_same_ids(
+    service: Service, gateway: GatewayStub, db: Database
+) -> None:
+    async with GatewayStub() as other:
+        credentials, secret = await _second_workspace(db, other.send_url)
+        other.secret, other.workspace_id = secret, credentials.id
+
+        first = await gateway.text_in(
+            service.url(""), sender=PATIENT, to=FROM_NUMBER, body="hi", provider_id="1"
+        )
+        second = await other.text_in(
+            service.url(""), sender=PATIENT, to=SECOND_NUMBER, body="hello", provider_id="1"
+        )
+        again = await other.text_in(
+            service.url(""), sender=PATIENT, to=SECOND_NUMBER, body="hello", provider_id="1"
+        )
+
+        assert (first, second, again) == (200, 200, 200)
+        rows = await _rows(
+            db,
+            "SELECT workspace_id, provider_message_id, body FROM messages "
+            "WHERE direction = 'inbound' ORDER BY workspace_id",
+        )
+        assert sorted(tuple(r) for r in rows) == sorted(
+            [
+                ("ws_default", "ws_default/1", "hi"),
+                (credentials.id, f"{credentials.id}/1", "hello"),
+            ]
+        )

@@ -475,6 +475,26 @@ async def test_a_recipient_who_texted_stop_is_marked_opted_out(
     assert status == 409
 
 
+async def test_stop_is_left_to_the_profiles_auto_response_when_it_answers(
+    make_service: ServiceFactory, telnyx: TelnyxStub, db: Database
+) -> None:
+    service = await make_service(**telnyx.settings(), telnyx_answers_keywords=True)
+    _, started = await service.kickoff(**KICKOFF)
+    await telnyx.wait_for_messages(1)
+
+    code = await telnyx.text_in(service.url(""), sender=PATIENT, to=FROM_NUMBER, body="STOP")
+
+    assert code == 200
+
+    async def opted_out() -> bool:
+        thread = await service.conversation(started["conversation_id"])
+        return bool(thread["contact"]["opted_out"])
+
+    await wait_until(opted_out, what="the opt-out recorded")
+    await asyncio.sleep(0.5)
+    assert len(telnyx.requests) == 1  # the profile's auto-response is the confirmation
+
+
 async def test_a_refused_send_is_final(service: Service, telnyx: TelnyxStub) -> None:
     telnyx.fail_next(
         400, "40310", "Invalid 'to' address", "The 'to' address should be a single valid number."

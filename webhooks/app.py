@@ -296,6 +296,7 @@ def _providers(
             api_key=settings.telnyx_api_key.get_secret_value(),
             public_url=settings.public_url,
             messaging_profile_id=settings.telnyx_messaging_profile_id,
+            answers_keywords=settings.telnyx_answers_keywords,
         )
     # Each workspace's gateway is its own (the database has its URL and secret): the provider
     # exists wherever statuses can find their way back.

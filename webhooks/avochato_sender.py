@@ -22,15 +22,16 @@ from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from agent.delivery import record_delivery
 from agent.deps import Deps
 from agent.inbound import InboundSms, accept_inbound
 from agent.providers import OutboundSms, ProviderError, SendResult
 from storage.models import MessageStatus
-from webhooks.carriers import Delivery, phone_field
-from webhooks.errors import HttpError, validation_details
+from webhooks.carriers import Delivery, phone_field, validated
+from webhooks.errors import HttpError
+from webhooks.sending import Answer, post, refused
 
 log = logging.getLogger("smsagent.avochato_sender")
 
@@ -156,15 +157,7 @@ def _message(delivery: Delivery) -> AvochatoMessage:
         payload = data
     if isinstance(inner := payload.get("message"), dict):
         payload = inner
-    try:
-        return AvochatoMessage.model_validate(payload)
-    except ValidationError as exc:
-        # An HttpError, not pydantic's own: a replay from quarantine answers it the same way.
-        details = validation_details(exc)
-        fields = ", ".join(d["field"] for d in details)
-        raise HttpError(
-            422, "validation_error", f"invalid fields: {fields}", details=details
-        ) from exc
+    return validated(AvochatoMessage, payload)
 
 
 def _payload(delivery: Delivery) -> dict[str, Any]:
@@ -274,21 +267,10 @@ class AvochatoProvider:
         }
         if media:
             body["media_url"] = media[0]
-        try:
-            async with self._http.post(self._url, json=body) as response:
-                answer = await _json(response)
-                if 200 <= response.status < 300:
-                    return _sent(answer)
-                raise _error(response, answer)
-        except aiohttp.ClientConnectorError as exc:
-            # The connection was never made, so Avochato cannot have the message.
-            raise ProviderError(
-                f"cannot reach Avochato: {exc}", code="connect", retryable=True
-            ) from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ProviderError(
-                f"no answer from Avochato ({type(exc).__name__}); outcome unknown", code="unknown"
-            ) from exc
+        answer = await post(self._http, self._url, provider="Avochato", json=body)
+        if not answer.ok:
+            raise _error(answer)
+        return _sent(answer.body)
 
 
 def _sent(answer: dict[str, Any]) -> SendResult:
@@ -300,41 +282,21 @@ def _sent(answer: dict[str, Any]) -> SendResult:
     return SendResult(provider_message_id=found, status="sent")
 
 
-async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        data = await response.json(content_type=None)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _error(response: aiohttp.ClientResponse, answer: dict[str, Any]) -> ProviderError:
+def _error(answer: Answer) -> ProviderError:
     """Avochato answers `{"status": <code>, "errors": [...] | "..."}`; an `error` object (the
     compatible inbox API's) is read too."""
-    errors = answer.get("errors")
+    errors = answer.body.get("errors")
     texts = [str(e) for e in errors] if isinstance(errors, list) else [str(errors or "")]
-    error = answer.get("error")
+    error = answer.body.get("error")
     code: str | None = None
     if isinstance(error, dict):
         code = str(error.get("code") or "") or None
         texts.append(str(error.get("message") or ""))
     elif isinstance(error, str):
         texts.append(error)
-    message = "; ".join(t for t in texts if t) or str(response.reason or "error")
-    retry_after: float | None = None
-    if header := response.headers.get("Retry-After"):
-        try:
-            retry_after = float(header)
-        except ValueError:
-            retry_after = None
+    message = "; ".join(t for t in texts if t)
     lowered = message.lower()
     opted_out = code == "contact_opted_out" or (
-        400 <= response.status < 500 and any(phrase in lowered for phrase in _OPTED_OUT)
+        400 <= answer.status < 500 and any(phrase in lowered for phrase in _OPTED_OUT)
     )
-    return ProviderError(
-        message[:500],
-        code=(code or f"http_{response.status}")[:64],
-        retryable=response.status == 429 or response.status >= 500,
-        retry_after=retry_after,
-        recipient_opted_out=opted_out,
-    )
+    return refused(answer, message, code, opted_out=opted_out)

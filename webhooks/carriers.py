@@ -14,17 +14,18 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
+from pydantic import BaseModel, ValidationError
 
 from agent.deps import Deps
 from agent.phones import InvalidPhoneNumber, normalize_phone
 from storage import quarantine
 from storage.types import utcnow
-from webhooks.errors import HttpError
+from webhooks.errors import HttpError, validation_details
 from webhooks.keys import DEPS
 from webhooks.routing import Handler
 
@@ -165,3 +166,19 @@ def phone_field(value: str | None, name: str) -> str:
         return normalize_phone(value)
     except InvalidPhoneNumber as exc:
         raise HttpError(400, "invalid_phone", f"{name}: {exc}") from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], payload: object) -> M:
+    """`payload` as `model`, or the 422 the error middleware would give, raised as an
+    `HttpError` so a replay from quarantine (which has no middleware) answers the same."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        details = validation_details(exc)
+        fields = ", ".join(d["field"] for d in details)
+        raise HttpError(
+            422, "validation_error", f"invalid fields: {fields}", details=details
+        ) from exc

@@ -32,17 +32,18 @@ We post to the workspace's gateway URL:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.delivery import record_delivery
 from agent.deps import Deps
@@ -61,8 +62,9 @@ from storage import messages
 from storage.engine import SessionFactory
 from storage.models import Message, MessageStatus
 from storage.workspaces import get_workspace, sender_numbers
-from webhooks.carriers import Delivery, phone_field
-from webhooks.errors import HttpError, validation_details
+from webhooks.carriers import Delivery, phone_field, validated
+from webhooks.errors import HttpError
+from webhooks.sending import post, refused
 
 log = logging.getLogger("smsagent.gateway")
 
@@ -81,7 +83,6 @@ MAX_MEDIA = 10
 MAX_ID = 64
 _WORKSPACE_ID_MAX = 40
 _HEX = frozenset("0123456789abcdef")
-M = TypeVar("M", bound=BaseModel)
 
 
 # --- The contract's bodies ---------------------------------------------------------------------
@@ -290,9 +291,9 @@ class GatewayCarrier:
         payload = _payload(delivery.body)
         kind = payload.get("type")
         if kind == MESSAGE_RECEIVED:
-            return await _received(deps, config, _valid(MessageReceived, payload))
+            return await _received(deps, config, validated(MessageReceived, payload))
         if kind == MESSAGE_STATUS:
-            return await _status(deps, config, _valid(MessageStatusReport, payload))
+            return await _status(deps, config, validated(MessageStatusReport, payload))
         raise HttpError(
             422,
             "unknown_type",
@@ -311,18 +312,6 @@ def _payload(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def _valid(model: type[M], payload: dict[str, Any]) -> M:
-    # An HttpError, not pydantic's own: a replay from quarantine answers it the same way.
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        details = validation_details(exc)
-        fields = ", ".join(d["field"] for d in details)
-        raise HttpError(
-            422, "validation_error", f"invalid fields: {fields}", details=details
-        ) from exc
-
-
 async def _received(deps: Deps, config: GatewayConfig, text: MessageReceived) -> web.Response:
     to = phone_field(text.to, "to")
     if to not in config.numbers:
@@ -336,7 +325,7 @@ async def _received(deps: Deps, config: GatewayConfig, text: MessageReceived) ->
         deps,
         InboundSms(
             provider=PROVIDER,
-            provider_message_id=text.id,
+            provider_message_id=scoped(config.workspace_id, text.id),
             from_number=phone_field(text.from_, "from"),
             to_number=to,
             body=text.text,
@@ -349,9 +338,9 @@ async def _received(deps: Deps, config: GatewayConfig, text: MessageReceived) ->
 
 
 async def _status(deps: Deps, config: GatewayConfig, report: MessageStatusReport) -> web.Response:
-    message = await _ours(deps, report)
+    message = await _ours(deps, config, report)
     if message is None or message.workspace_id != config.workspace_id:
-        # Not a text of this workspace's: another workspace's gateway may use the same ids.
+        # Not a text of this workspace's (our `message_id` is the gateway's to give).
         log.info(
             "gateway.status_unmatched workspace_id=%s provider_id=%s status=%s",
             config.workspace_id,
@@ -362,7 +351,7 @@ async def _status(deps: Deps, config: GatewayConfig, report: MessageStatusReport
     applied = await record_delivery(
         deps,
         provider=PROVIDER,
-        provider_message_id=report.id,
+        provider_message_id=scoped(config.workspace_id, report.id),
         status=MessageStatus(report.status),
         message_id=message.id,
         error_code=report.error_code or None,
@@ -370,7 +359,7 @@ async def _status(deps: Deps, config: GatewayConfig, report: MessageStatusReport
     return web.json_response({"ok": True, "applied": applied})
 
 
-async def _ours(deps: Deps, report: MessageStatusReport) -> Message | None:
+async def _ours(deps: Deps, config: GatewayConfig, report: MessageStatusReport) -> Message | None:
     """The outbound text a status is about: by our id when the gateway gave it, else by its."""
     async with deps.reads() as session:
         if report.message_id:
@@ -378,7 +367,9 @@ async def _ours(deps: Deps, report: MessageStatusReport) -> Message | None:
             if message is not None and message.provider == PROVIDER:
                 return message
         return await messages.find_by_provider_id(
-            session=session, provider=PROVIDER, provider_message_id=report.id
+            session=session,
+            provider=PROVIDER,
+            provider_message_id=scoped(config.workspace_id, report.id),
         )
 
 
@@ -439,36 +430,44 @@ class GatewayProvider:
         try:
             refuse_private_literal(config.url, self._settings)
             # A redirect would hand the signed text to wherever it points: not followed.
-            async with self._http.post(
-                config.url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                answer = await _json(response)
-                if 200 <= response.status < 300:
-                    return _sent(answer)
-                raise _error(response, answer)
-        except (aiohttp.ClientError, PrivateAddress) as exc:
-            if private_address(exc):
-                raise ProviderError(
-                    f"the gateway URL of workspace {sms.workspace_id} is not a public address "
-                    "(see SMSAGENT_CALLBACKS_ALLOW_PRIVATE)",
-                    code="private_address",
-                ) from exc
-            if isinstance(exc, aiohttp.ClientConnectorError):
-                # The connection was never made, so the gateway cannot have the text.
-                raise ProviderError(
-                    f"cannot reach the gateway: {exc}", code="connect", retryable=True
-                ) from exc
+            answer = await post(
+                self._http,
+                config.url,
+                provider="the gateway",
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+            )
+        except (PrivateAddress, ProviderError) as exc:
+            # The guarded resolver's refusal arrives as the cause of a failed connection.
+            cause = exc.__cause__ if isinstance(exc, ProviderError) else exc
+            if cause is None or not private_address(cause):
+                raise
             raise ProviderError(
-                f"no answer from the gateway ({type(exc).__name__}); outcome unknown",
-                code="unknown",
+                f"the gateway URL of workspace {sms.workspace_id} is not a public address "
+                "(see SMSAGENT_CALLBACKS_ALLOW_PRIVATE)",
+                code="private_address",
             ) from exc
-        except TimeoutError as exc:
-            raise ProviderError(
-                "no answer from the gateway (timeout); outcome unknown", code="unknown"
-            ) from exc
+        if not answer.ok:
+            error = answer.body.get("error")
+            error = error if isinstance(error, dict) else {}
+            code = error.get("code")
+            raise refused(answer, error.get("message"), code, opted_out=code == OPTED_OUT)
+        return _sent(sms.workspace_id, answer.body)
 
 
-def _sent(answer: dict[str, Any]) -> SendResult:
+def scoped(workspace_id: str, gateway_id: str) -> str:
+    """A gateway's id as kept: each workspace's gateway numbers its texts its own way, so the
+    same id from two gateways must not make one text a duplicate of the other. Kept within the
+    column's 64 characters (a long id by its hash)."""
+    kept = f"{workspace_id}/{gateway_id}"
+    if len(kept) <= MAX_ID:
+        return kept
+    digest = hashlib.sha256(gateway_id.encode()).hexdigest()
+    return f"{workspace_id}/#{digest}"[:MAX_ID]
+
+
+def _sent(workspace_id: str, answer: dict[str, Any]) -> SendResult:
     gateway_id = answer.get("id")
     if not isinstance(gateway_id, str) or not gateway_id:
         raise ProviderError("the gateway took the text but answered no id", code="no_id")
@@ -477,32 +476,4 @@ def _sent(answer: dict[str, Any]) -> SendResult:
             f"the gateway took the text but its id is longer than {MAX_ID} characters",
             code="bad_id",
         )
-    return SendResult(provider_message_id=gateway_id, status="sent")
-
-
-async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        data = await response.json(content_type=None)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _error(response: aiohttp.ClientResponse, answer: dict[str, Any]) -> ProviderError:
-    error = answer.get("error")
-    error = error if isinstance(error, dict) else {}
-    code = error.get("code")
-    message = str(error.get("message") or response.reason or "error")
-    retry_after: float | None = None
-    if header := response.headers.get("Retry-After"):
-        try:
-            retry_after = float(header)
-        except ValueError:
-            retry_after = None
-    return ProviderError(
-        message[:500],
-        code=str(code)[:64] if code else f"http_{response.status}",
-        retryable=response.status == 429 or response.status >= 500,
-        retry_after=retry_after,
-        recipient_opted_out=code == OPTED_OUT,
-    )
+    return SendResult(provider_message_id=scoped(workspace_id, gateway_id), status="sent")

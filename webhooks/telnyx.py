@@ -31,6 +31,7 @@ from agent.providers import OutboundSms, ProviderError, SendResult
 from storage.models import MessageStatus
 from webhooks.carriers import Delivery, phone_field
 from webhooks.errors import HttpError
+from webhooks.sending import post, refused
 
 log = logging.getLogger("smsagent.telnyx")
 
@@ -227,9 +228,6 @@ async def _status(deps: Deps, delivery: Delivery, payload: Mapping[str, Any]) ->
 
 class TelnyxProvider:
     name = "telnyx"
-    # By default Telnyx only blocks a recipient who texted STOP; it sends no confirmation,
-    # so ours goes out.
-    answers_keywords = False
 
     def __init__(
         self,
@@ -239,7 +237,12 @@ class TelnyxProvider:
         api_key: str,
         public_url: str,
         messaging_profile_id: str | None = None,
+        answers_keywords: bool = False,
     ) -> None:
+        # By default Telnyx only blocks a recipient who texted STOP and sends nothing, so our
+        # confirmation is tried (and refused with 40300 once the block is in place); with the
+        # profile's Advanced Opt-In/Out auto-responses, Telnyx's reply is the confirmation.
+        self.answers_keywords = answers_keywords
         self._http = http
         self._url = f"{api_url}/v2/messages"
         self._headers = {"Authorization": f"Bearer {api_key}"}
@@ -260,50 +263,16 @@ class TelnyxProvider:
         body["webhook_url"] = f"{self._public_url}{WEBHOOK_PATH}?message_id={sms.message_id}"
         if self._profile is not None:
             body["messaging_profile_id"] = self._profile
-        try:
-            async with self._http.post(self._url, json=body, headers=self._headers) as response:
-                answer = await _json(response)
-                if response.status in (200, 201, 202):
-                    data = answer.get("data")
-                    provider_id = _text(data.get("id")) if isinstance(data, dict) else None
-                    if provider_id is None:
-                        raise ProviderError("Telnyx accepted the message but returned no id")
-                    return SendResult(provider_message_id=provider_id, status="sent")
-                raise _error(response, answer)
-        except aiohttp.ClientConnectorError as exc:
-            # The connection was never made, so Telnyx cannot have the message.
-            raise ProviderError(
-                f"cannot reach Telnyx: {exc}", code="connect", retryable=True
-            ) from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ProviderError(
-                f"no answer from Telnyx ({type(exc).__name__}); outcome unknown", code="unknown"
-            ) from exc
-
-
-async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        data = await response.json(content_type=None)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _error(response: aiohttp.ClientResponse, answer: dict[str, Any]) -> ProviderError:
-    first = _first(answer.get("errors"))
-    code = first.get("code")
-    parts = [str(part) for part in (first.get("title"), first.get("detail")) if part]
-    message = ": ".join(parts) or str(response.reason or "error")
-    retry_after: float | None = None
-    if header := response.headers.get("Retry-After"):
-        try:
-            retry_after = float(header)
-        except ValueError:
-            retry_after = None
-    return ProviderError(
-        message,
-        code=str(code) if code is not None else f"http_{response.status}",
-        retryable=response.status == 429 or response.status >= 500,
-        retry_after=retry_after,
-        recipient_opted_out=str(code) == BLOCKED_BY_STOP,
-    )
+        answer = await post(
+            self._http, self._url, provider="Telnyx", json=body, headers=self._headers
+        )
+        if not answer.ok:
+            first = _first(answer.body.get("errors"))
+            code = first.get("code")
+            words = ": ".join(str(p) for p in (first.get("title"), first.get("detail")) if p)
+            raise refused(answer, words, code, opted_out=str(code) == BLOCKED_BY_STOP)
+        data = answer.body.get("data")
+        provider_id = _text(data.get("id")) if isinstance(data, dict) else None
+        if provider_id is None:
+            raise ProviderError("Telnyx accepted the message but returned no id")
+        return SendResult(provider_message_id=provider_id, status="sent")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import logging
 from functools import lru_cache
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -26,6 +25,7 @@ from agent.providers import OutboundSms, ProviderError, SendResult
 from storage.models import MessageStatus
 from webhooks.carriers import Delivery, forwarded_urls, phone_field
 from webhooks.errors import HttpError
+from webhooks.sending import post, refused
 
 log = logging.getLogger("smsagent.twilio")
 
@@ -191,55 +191,22 @@ class TwilioProvider:
             )
         )
         form += [("MediaUrl", url) for url in sms.media_urls]
-        try:
-            async with self._http.post(
-                self._url, data=form, headers={"Authorization": self._auth}
-            ) as response:
-                payload = await _json(response)
-                if response.status in (200, 201):
-                    sid = str(payload.get("sid") or "")
-                    if not sid:
-                        raise ProviderError("Twilio accepted the message but returned no sid")
-                    return SendResult(provider_message_id=sid, status="sent")
-                raise _error(response, payload)
-        except aiohttp.ClientConnectorError as exc:
-            # The connection was never made, so Twilio cannot have the message.
-            raise ProviderError(
-                f"cannot reach Twilio: {exc}", code="connect", retryable=True
-            ) from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ProviderError(
-                f"no answer from Twilio ({type(exc).__name__}); outcome unknown", code="unknown"
-            ) from exc
+        answer = await post(
+            self._http,
+            self._url,
+            provider="Twilio",
+            data=form,
+            headers={"Authorization": self._auth},
+        )
+        if not answer.ok:
+            code = answer.body.get("code")
+            raise refused(answer, answer.body.get("message"), code, opted_out=code == UNSUBSCRIBED)
+        sid = str(answer.body.get("sid") or "")
+        if not sid:
+            raise ProviderError("Twilio accepted the message but returned no sid")
+        return SendResult(provider_message_id=sid, status="sent")
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port
-
-
-async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        data = await response.json(content_type=None)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _error(response: aiohttp.ClientResponse, payload: dict[str, Any]) -> ProviderError:
-    code = payload.get("code")
-    message = str(payload.get("message") or response.reason or "error")
-    retryable = response.status == 429 or response.status >= 500
-    retry_after: float | None = None
-    if header := response.headers.get("Retry-After"):
-        try:
-            retry_after = float(header)
-        except ValueError:
-            retry_after = None
-    return ProviderError(
-        message,
-        code=str(code) if code is not None else f"http_{response.status}",
-        retryable=retryable,
-        retry_after=retry_after,
-        recipient_opted_out=code == UNSUBSCRIBED,
-    )

@@ -11,7 +11,6 @@ token the operator configures in Avochato).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -22,13 +21,14 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
 from tests.fakes.handset import SentSms
+from tests.fakes.loopback import LoopbackStub
 
 DEFAULT_AUTH_ID = "3OLb4KO84Y"
 DEFAULT_AUTH_SECRET = "avochato-test-auth-secret-0123456789"
@@ -59,10 +59,11 @@ class Failure:
     retry_after: int | None = None
 
 
-class AvochatoStub:
+class AvochatoStub(LoopbackStub):
     """Avochato's send API on loopback, and the customer's handset behind it."""
 
     name = "avochato"
+    label = "AvochatoStub"
 
     def __init__(
         self,
@@ -72,43 +73,13 @@ class AvochatoStub:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.auth_id = auth_id
         self.auth_secret = auth_secret
-        self.host = host
-        self.port = port
-        # Each message taken, as the API answered it (its `event_id`, `status_callback`, …).
-        self.messages: list[dict[str, Any]] = []
-        # Every request to /v1/messages: its parameters and the status answered.
-        self.requests: list[dict[str, Any]] = []
         self._failures: deque[Failure] = deque()
-        self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._create)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def base_url(self) -> str:
-        if self._runner is None:
-            raise RuntimeError("AvochatoStub is not started")
-        return f"http://{self.host}:{self.port}"
 
     def fail_next(
         self,
@@ -120,19 +91,6 @@ class AvochatoStub:
     ) -> None:
         """Answer the next `times` requests with this error, before auth and validation."""
         self._failures.extend([Failure(status, message, retry_after)] * times)
-
-    async def wait_for_messages(self, n: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.messages) < n:
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            statuses = [r["status"] for r in self.requests]
-            raise AssertionError(
-                f"AvochatoStub: expected {n} message(s) within {timeout}s, got "
-                f"{len(self.messages)} (request statuses: {statuses})"
-            ) from None
 
     # --- The Handset protocol -----------------------------------------------------------------
 
@@ -234,7 +192,7 @@ class AvochatoStub:
         self.requests.append(record)
         response = self._answer(params)
         record["status"] = response.status
-        self._changed.set()
+        self.taken()
         return response
 
     def _answer(self, params: dict[str, Any]) -> web.Response:

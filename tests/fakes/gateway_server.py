@@ -11,7 +11,6 @@ the two are checked against each other.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -20,12 +19,13 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from tests.fakes.handset import SentSms
+from tests.fakes.loopback import LoopbackStub
 
 DEFAULT_SECRET = "gwsec_test-gateway-secret-0123456789"
 SIGNATURE_HEADER = "Smsagent-Signature"
@@ -65,10 +65,11 @@ class Failure:
     retry_after: int | None = None
 
 
-class GatewayStub:
+class GatewayStub(LoopbackStub):
     """An in-house gateway on loopback, and the customer's handset behind it."""
 
     name = "gateway"
+    label = "GatewayStub"
 
     def __init__(
         self,
@@ -78,45 +79,15 @@ class GatewayStub:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)
         # Settable: a workspace's secret is made by `set_gateway` after the stub starts.
         self.secret = secret
         self.workspace_id = workspace_id
-        self.host = host
-        self.port = port
-        # Each `message.send` taken, with the id it was given ("gateway_id").
-        self.messages: list[dict[str, Any]] = []
-        # Every request to /send: its headers, body and the status answered.
-        self.requests: list[dict[str, Any]] = []
         self._failures: deque[Failure] = deque()
-        self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/send", self._send)
         app.router.add_get("/media/{name}", self._media)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def base_url(self) -> str:
-        if self._runner is None:
-            raise RuntimeError("GatewayStub is not started")
-        return f"http://{self.host}:{self.port}"
 
     @property
     def send_url(self) -> str:
@@ -137,19 +108,6 @@ class GatewayStub:
     ) -> None:
         """Answer the next `times` sends with this error (after the signature check)."""
         self._failures.extend([Failure(status, code, message, retry_after)] * times)
-
-    async def wait_for_messages(self, n: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.messages) < n:
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            statuses = [r["status"] for r in self.requests]
-            raise AssertionError(
-                f"GatewayStub: expected {n} text(s) within {timeout}s, got "
-                f"{len(self.messages)} (request statuses: {statuses})"
-            ) from None
 
     # --- The Handset protocol -----------------------------------------------------------------
 
@@ -246,7 +204,7 @@ class GatewayStub:
         self.requests.append(record)
         response = self._answer(request, body)
         record["status"] = response.status
-        self._changed.set()
+        self.taken()
         return response
 
     def _answer(self, request: web.Request, body: bytes) -> web.Response:

@@ -25,7 +25,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -33,6 +33,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from tests.fakes.handset import SentSms
+from tests.fakes.loopback import LoopbackStub
 from tests.fakes.twilio_server import num_segments
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
@@ -224,10 +225,11 @@ class Failure:
     retry_after: int | None = None
 
 
-class TelnyxStub:
+class TelnyxStub(LoopbackStub):
     """Loopback stub of `POST /v2/messages`, and a handset that texts in through Telnyx."""
 
     name = "telnyx"
+    label = "TelnyxStub"
 
     def __init__(
         self,
@@ -237,46 +239,14 @@ class TelnyxStub:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.api_key = api_key
         self.delay = delay
-        self.host = host
-        self.port = port
         self.signing_key = SigningKey.generate()
-        # Every request to the send API, accepted or not, in order.
-        self.requests: list[dict[str, Any]] = []
-        # Each accepted message: the request's JSON with the id it was given under "id".
-        self.messages: list[dict[str, Any]] = []
         self._failures: deque[Failure] = deque()
-        self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
-        """Bind and start serving (`port=0` picks a free port)."""
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v2/messages", self._create)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """`http://127.0.0.1:PORT`, what SMSAGENT_TELNYX_API_URL takes."""
-        if self._runner is None:
-            raise RuntimeError("TelnyxStub is not started")
-        return f"http://{self.host}:{self.port}"
 
     @property
     def public_key(self) -> str:
@@ -294,20 +264,6 @@ class TelnyxStub:
     ) -> None:
         """Answer the next `times` requests with this error, before auth and validation."""
         self._failures.extend([Failure(status, code, title, detail, retry_after)] * times)
-
-    async def wait_for_messages(self, n: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        """Wait until at least `n` messages were accepted."""
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.messages) < n:
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            statuses = [r["status"] for r in self.requests]
-            raise AssertionError(
-                f"TelnyxStub: expected at least {n} accepted message(s) within {timeout}s, "
-                f"got {len(self.messages)} (request statuses: {statuses})"
-            ) from None
 
     async def post_event(
         self,
@@ -402,7 +358,7 @@ class TelnyxStub:
             await asyncio.sleep(self.delay)
         response = self._respond(request, raw, record)
         record["status"] = response.status
-        self._changed.set()
+        self.taken()
         return response
 
     def _respond(self, request: web.Request, raw: bytes, record: dict[str, Any]) -> web.Response:

@@ -23,11 +23,13 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
+
+from tests.fakes.loopback import LoopbackStub
 
 API_VERSION = "2010-04-01"
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
@@ -85,8 +87,10 @@ class Failure:
     retry_after: int | None = None
 
 
-class TwilioStub:
+class TwilioStub(LoopbackStub):
     """Loopback stub of ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json``."""
+
+    label = "TwilioStub"
 
     def __init__(
         self,
@@ -98,51 +102,20 @@ class TwilioStub:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.api_keys: dict[str, str] = dict(api_keys or {})
         self.delay = delay
-        self.host = host
-        self.port = port
-        self.messages: list[dict[str, str]] = []
         # Each accepted message's MediaUrl values, by its sid.
         self.media: dict[str, list[str]] = {}
-        self.requests: list[dict[str, Any]] = []
         self._failures: deque[Failure] = deque()
-        self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
-        """Bind and start serving (``port=0`` picks a free port)."""
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post(f"/{API_VERSION}/Accounts/{{sid}}/Messages.json", self._create)
         app.router.add_get("/_control/messages", self._control_messages)
         app.router.add_get("/_control/requests", self._control_requests)
         app.router.add_post("/_control/fail", self._control_fail)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        """Shut the server down."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash, no path)."""
-        if self._runner is None:
-            raise RuntimeError("TwilioStub is not started")
-        return f"http://{self.host}:{self.port}"
 
     @property
     def messages_url(self) -> str:
@@ -160,20 +133,6 @@ class TwilioStub:
     ) -> None:
         """Answer the next ``times`` requests with this error, before auth and validation."""
         self._failures.extend([Failure(status, code, message, retry_after)] * times)
-
-    async def wait_for_messages(self, n: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        """Wait until at least ``n`` messages were accepted."""
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.messages) < n:
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            statuses = [r.get("status") for r in self.requests]
-            raise AssertionError(
-                f"TwilioStub: expected at least {n} accepted message(s) within {timeout}s, "
-                f"got {len(self.messages)} (request statuses: {statuses})"
-            ) from None
 
     async def send_status_callback(
         self,
@@ -233,7 +192,7 @@ class TwilioStub:
         if response.status == 201 and self.messages:
             self.media[self.messages[-1]["sid"]] = media
         record["status"] = response.status
-        self._changed.set()
+        self.taken()
         return response
 
     def _respond(self, request: web.Request, fields: dict[str, str], media: int) -> web.Response:
