@@ -9,10 +9,12 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 from sqlalchemy import text
+from twilio.request_validator import RequestValidator
 
 from agent.evals.scripted import ScriptedLLM, reply
 from storage.engine import create_engine
 from tests.conftest import ServiceFactory
+from tests.fakes.gateway_server import GatewayStub
 from tests.fakes.twilio_server import TwilioStub
 from tests.harness import (
     FROM_NUMBER,
@@ -187,3 +189,57 @@ async def test_an_unknown_id_and_an_empty_quarantine_are_plain(
     missing = await _cli(env, "quarantine", "show", "qwh_nothing")
     assert missing.exit_code != 0
     assert "no quarantined webhook 'qwh_nothing'" in missing.output
+
+
+async def test_an_altered_body_or_a_truncated_signature_is_refused_and_kept(
+    service: Service, twilio: TwilioStub, db: Database
+) -> None:
+    assert service.http is not None
+    params = {"MessageSid": "SM" + "2" * 32, "From": PATIENT, "To": FROM_NUMBER, "Body": "hi"}
+    signature = RequestValidator(twilio.auth_token).compute_signature(
+        f"{PUBLIC_URL}/webhooks/twilio/sms", params
+    )
+    for sent, header in (
+        ({**params, "Body": "hi, cancel everything"}, signature),  # altered on the way
+        (params, signature[:-6]),  # truncated
+    ):
+        async with service.http.post(
+            service.url("/webhooks/twilio/sms"), data=sent, headers={"X-Twilio-Signature": header}
+        ) as response:
+            assert response.status == 403
+    assert await count_rows(db, "quarantined_webhooks") == 2
+    assert await count_rows(db, "messages") == 0
+
+
+async def test_a_gateway_text_refused_for_a_wrong_secret_replays_once_it_is_fixed(
+    make_service: ServiceFactory, twilio: TwilioStub, db: Database
+) -> None:
+    async with GatewayStub() as gateway:
+        right = gateway.settings()
+        wrong = await make_service(**{**right, "gateway_secret": "gwsec_" + "x" * 32})
+        code = await gateway.text_in(
+            wrong.url(""), sender=PATIENT, to=FROM_NUMBER, body="hi", provider_id="in-1"
+        )
+        assert code == 403
+        await wrong.stop()
+        [(kept,)] = await _rows(db, "SELECT id FROM quarantined_webhooks")
+
+        # The secret is fixed where the service reads it; the service starts again with it.
+        await make_service(**right)
+        env = _env(
+            db,
+            twilio,
+            SMSAGENT_SMS_PROVIDER="gateway",
+            SMSAGENT_GATEWAY_URL=str(right["gateway_url"]),
+            SMSAGENT_GATEWAY_SECRET=str(right["gateway_secret"]),
+        )
+        replayed = await _cli(env, "quarantine", "replay", kept, "--json")
+        assert replayed.exit_code == 0, replayed.output
+        assert json.loads(replayed.output)["status"] == 200
+        again = await _cli(env, "quarantine", "replay", kept, "--again", "--json")
+        assert again.exit_code == 0, again.output
+        assert '"duplicate": true' in json.loads(again.output)["answer"]
+        [(body, provider_id)] = await _rows(
+            db, "SELECT body, provider_message_id FROM messages WHERE direction = 'inbound'"
+        )
+        assert (body, provider_id) == ("hi", "ws_default/in-1")
