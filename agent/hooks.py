@@ -185,15 +185,53 @@ def verify(
     secret: str, body: bytes, header: str | None, *, tolerance: int = TOLERANCE_SECONDS
 ) -> bool:
     """Whether `header` signs `body` with `secret`, within `tolerance` seconds of now."""
-    parts = dict(p.split("=", 1) for p in (header or "").split(",") if "=" in p)
-    try:
-        stamp = int(parts.get("t", ""))
-    except ValueError:
-        return False
-    if abs(time.time() - stamp) > tolerance:
-        return False
-    expected = sign(secret, body, stamp).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, parts.get("v1", ""))
+    return signature_problem(secret, body, header, at=time.time(), tolerance=tolerance) is None
+
+
+def signature_problem(
+    secret: str, body: bytes, header: str | None, *, at: float, tolerance: int
+) -> str | None:
+    """Why `header` does not sign `body` with `secret` within `tolerance` seconds of `at` (unix
+    seconds: now, or when a kept request arrived), or None when it does. Several `v1` values
+    may be given, so a sender can sign with an old and a new secret at once."""
+    if not header:
+        return f"no {SIGNATURE_HEADER} header"
+    stamp, macs = _parsed(header)
+    if stamp is None or not macs:
+        return (
+            f"the {SIGNATURE_HEADER} header is malformed "
+            "(expected t=<unix seconds>,v1=<64 hex digits of HMAC-SHA256>)"
+        )
+    skew = at - stamp
+    if skew > tolerance:
+        return f"the {SIGNATURE_HEADER} timestamp is {int(skew)} s older than the request"
+    if skew < -tolerance:
+        return f"the {SIGNATURE_HEADER} timestamp is {int(-skew)} s ahead of the request"
+    expected = sign(secret, body, stamp).partition("v1=")[2]
+    if not any(hmac.compare_digest(expected, mac) for mac in macs):
+        return f"the {SIGNATURE_HEADER} does not match the body (check the secret)"
+    return None
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _parsed(header: str) -> tuple[int | None, list[str]]:
+    stamp: int | None = None
+    macs: list[str] = []
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep:
+            return None, []
+        if key == "t":
+            if not value.isdigit() or len(value) > 12:
+                return None, []
+            stamp = int(value)
+        elif key == "v1":
+            if len(value) != 64 or not set(value) <= _HEX:
+                return None, []
+            macs.append(value)
+    return stamp, macs
 
 
 def retry_delay(attempt: int, first: float = FIRST_RETRY_SECONDS) -> float:

@@ -193,34 +193,24 @@ class MediaKeeper:
         for task in late:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for task, (message, position, url) in zip(tasks, todo, strict=False):
+        unfinished: list[tuple[tuple[Message, int, str], str]] = []
+        for task, item in zip(tasks, todo, strict=False):
             if task.cancelled() or task.exception() is not None:
                 if not task.cancelled():
                     log.error(
                         "media.not_recorded message_id=%s position=%d error=%s",
-                        message.id,
-                        position,
+                        item[0].id,
+                        item[1],
                         type(task.exception()).__name__,
                     )
-                reason = "the turn could not wait longer for it"
-                await self._record(
-                    workspace_id,
-                    conversation_id,
-                    message,
-                    position,
-                    url,
-                    Fetched(MediaStatus.FAILED, error=reason),
-                )
-        for message, position, url in todo[MAX_PER_TURN:]:
-            reason = f"not fetched: more than {MAX_PER_TURN} files came in one turn"
-            await self._record(
-                workspace_id,
-                conversation_id,
-                message,
-                position,
-                url,
-                Fetched(MediaStatus.FAILED, error=reason),
-            )
+                unfinished.append((item, "the turn could not wait longer for it"))
+        unfinished += [
+            (item, f"not fetched: more than {MAX_PER_TURN} files came in one turn")
+            for item in todo[MAX_PER_TURN:]
+        ]
+        for (message, position, url), reason in unfinished:
+            failed = Fetched(MediaStatus.FAILED, error=reason)
+            await self._record(workspace_id, conversation_id, message, position, url, failed)
         fresh = await commit_plan(
             self._reader, kept.of_messages(sorted({message.id for message, _, _ in todo}))
         )
@@ -450,9 +440,8 @@ def note(item: Media, *, attached: bool = False, unreadable: bool = False) -> st
         return f"[The customer sent {what} ({detail}){'; it is attached' if attached else ''}.]"
     if item.status == MediaStatus.TOO_LARGE:
         return f"[The customer sent {what} too large to open.]"
-    if item.status == MediaStatus.REFUSED_TYPE and item.content_type:
-        if item.content_type.startswith("image/"):
-            return f"[The customer sent {what} that could not be opened.]"
+    refused = item.status == MediaStatus.REFUSED_TYPE and item.content_type
+    if refused and not str(item.content_type).startswith("image/"):
         return f"[The customer sent a file of a type not opened here ({item.content_type}).]"
     return f"[The customer sent {what} that could not be opened.]"
 

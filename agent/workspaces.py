@@ -131,26 +131,27 @@ async def set_webhook(sessions: SessionFactory, workspace_id: str, url: str | No
     """Point the workspace's status webhooks at `url` (None: stop them) with a new signing
     secret, which is returned to be shown once (it is kept as is: it signs every request).
     Raises LookupError for no such workspace."""
-    secret = None if url is None else "whsec_" + secrets.token_urlsafe(32)
-    async with sessions() as session, session.begin():
-        workspace = await session.get(Workspace, workspace_id)
-        if workspace is None:
-            raise LookupError(workspace_id)
-        workspace.webhook_url, workspace.webhook_secret = url, secret
-        workspace.updated_at = utcnow()
-    return secret
+    return await _point(sessions, workspace_id, url, kind="webhook", prefix="whsec_")
 
 
 async def set_gateway(sessions: SessionFactory, workspace_id: str, url: str | None) -> str | None:
     """Send the workspace's texts through the signed gateway at `url` (None: stop) with a new
     secret, which signs both directions and is returned to be shown once (it is kept as is).
     Raises LookupError for no such workspace."""
-    secret = None if url is None else "gwsec_" + secrets.token_urlsafe(32)
+    return await _point(sessions, workspace_id, url, kind="gateway", prefix="gwsec_")
+
+
+async def _point(
+    sessions: SessionFactory, workspace_id: str, url: str | None, *, kind: str, prefix: str
+) -> str | None:
+    """Set the workspace's `<kind>_url` and a fresh `<kind>_secret` (both None for no URL)."""
+    secret = None if url is None else prefix + secrets.token_urlsafe(32)
     async with sessions() as session, session.begin():
         workspace = await session.get(Workspace, workspace_id)
         if workspace is None:
             raise LookupError(workspace_id)
-        workspace.gateway_url, workspace.gateway_secret = url, secret
+        setattr(workspace, f"{kind}_url", url)
+        setattr(workspace, f"{kind}_secret", secret)
         workspace.updated_at = utcnow()
     return secret
 

@@ -288,8 +288,7 @@ def _providers(
             messaging_service_sid=settings.twilio_messaging_service_sid,
             advanced_opt_out=settings.twilio_advanced_opt_out,
         )
-    # (The two names again only narrow their types: missing_for has checked them.)
-    if not settings.missing_for("telnyx") and settings.telnyx_api_key and settings.public_url:
+    if settings.telnyx_api_key and settings.telnyx_public_key and settings.public_url:
         providers["telnyx"] = TelnyxProvider(
             http=http,
             api_url=settings.telnyx_api_url,
@@ -307,12 +306,7 @@ def _providers(
             public_url=settings.public_url,
             settings=settings,
         )
-    if (
-        not settings.missing_for("avochato")
-        and settings.avochato_auth_id
-        and settings.avochato_auth_secret
-        and settings.public_url
-    ):
+    if settings.avochato_auth_id and settings.avochato_auth_secret and settings.public_url:
         providers["avochato"] = AvochatoProvider(
             http=http,
             api_url=settings.avochato_api_url,

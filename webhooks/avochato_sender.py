@@ -125,7 +125,7 @@ class AvochatoCarrier:
         secret = deps.settings.avochato_auth_secret
         if secret is None:
             return "Avochato is not configured (SMSAGENT_AVOCHATO_AUTH_SECRET)"
-        query = delivery.query()
+        query = delivery.query
         if delivery.route == STATUS_PATH:
             subject = query.get("message_id")
             if not subject:
@@ -193,7 +193,7 @@ async def _status(deps: Deps, delivery: Delivery, message: AvochatoMessage) -> w
         provider_message_id=message.event_id,
         status=MessageStatus(status),
         # Ours, carried in the callback URL: a status can come before the send's answer is kept.
-        message_id=delivery.query().get("message_id"),
+        message_id=delivery.query.get("message_id"),
         error_code=message.error() if status in ("failed", "undelivered") else None,
     )
     return web.json_response({"ok": True, "applied": applied})

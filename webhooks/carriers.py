@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Protocol, TypeVar
 from urllib.parse import parse_qsl
 
@@ -51,11 +52,14 @@ class Delivery:
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
 
+    @cached_property
     def form(self) -> MultiDictProxy[str]:
-        """The body as an `application/x-www-form-urlencoded` form."""
+        """The body as an `application/x-www-form-urlencoded` form (parsed once: the check and
+        the processing both read it)."""
         pairs = parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True)
         return MultiDictProxy(MultiDict(pairs))
 
+    @cached_property
     def query(self) -> MultiDictProxy[str]:
         _, _, query = self.path.partition("?")
         return MultiDictProxy(MultiDict(parse_qsl(query, keep_blank_values=True)))

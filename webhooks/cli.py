@@ -9,6 +9,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -265,23 +266,7 @@ def workspaces_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def workspaces_webhook(workspace_id: str, url: str | None, off: bool, as_json: bool) -> None:
     """Send the workspace's status webhooks to URL, signed with a new secret (printed once)."""
-    settings = load_settings()
-    if workspace_id == DEFAULT_WORKSPACE_ID:
-        raise click.ClickException(
-            "the default workspace's webhook is SMSAGENT_WEBHOOK_URL and SMSAGENT_WEBHOOK_SECRET"
-        )
-    if off == (url is not None):
-        raise click.UsageError("give a URL, or --off")
-    if url is not None and not url.startswith(("https://", "http://")):
-        raise click.BadParameter("must start with https:// or http://", param_hint="URL")
-    try:
-        secret = write_db(settings, lambda sessions: set_webhook(sessions, workspace_id, url))
-    except LookupError:
-        raise click.ClickException(f"no workspace {workspace_id}") from None
-    if as_json:
-        click.echo(json.dumps({"id": workspace_id, "webhook_url": url, "webhook_secret": secret}))
-    elif secret is not None:
-        click.echo(secret)
+    _point_workspace("webhook", set_webhook, workspace_id, url, off=off, as_json=as_json)
 
 
 @workspaces.command("gateway")
@@ -293,21 +278,35 @@ def workspaces_gateway(workspace_id: str, url: str | None, off: bool, as_json: b
     """Send the workspace's texts through the signed gateway at URL, with a new secret
     (printed once) that signs both directions; its texts come to
     PUBLIC_URL/webhooks/gateway/WORKSPACE_ID."""
+    _point_workspace("gateway", set_gateway, workspace_id, url, off=off, as_json=as_json)
+
+
+def _point_workspace(
+    kind: str,
+    point: Callable[[SessionFactory, str, str | None], Awaitable[str | None]],
+    workspace_id: str,
+    url: str | None,
+    *,
+    off: bool,
+    as_json: bool,
+) -> None:
+    """Point a workspace's `kind` (webhook, gateway) at URL with a new secret, printed once."""
     settings = load_settings()
     if workspace_id == DEFAULT_WORKSPACE_ID:
         raise click.ClickException(
-            "the default workspace's gateway is SMSAGENT_GATEWAY_URL and SMSAGENT_GATEWAY_SECRET"
+            f"the default workspace's {kind} is SMSAGENT_{kind.upper()}_URL and "
+            f"SMSAGENT_{kind.upper()}_SECRET"
         )
     if off == (url is not None):
         raise click.UsageError("give a URL, or --off")
     if url is not None and not url.startswith(("https://", "http://")):
         raise click.BadParameter("must start with https:// or http://", param_hint="URL")
     try:
-        secret = write_db(settings, lambda sessions: set_gateway(sessions, workspace_id, url))
+        secret = write_db(settings, lambda sessions: point(sessions, workspace_id, url))
     except LookupError:
         raise click.ClickException(f"no workspace {workspace_id}") from None
     if as_json:
-        click.echo(json.dumps({"id": workspace_id, "gateway_url": url, "gateway_secret": secret}))
+        click.echo(json.dumps({"id": workspace_id, f"{kind}_url": url, f"{kind}_secret": secret}))
     elif secret is not None:
         click.echo(secret)
 

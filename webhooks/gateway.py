@@ -33,12 +33,10 @@ We post to the workspace's gateway URL:
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 import aiohttp
@@ -53,6 +51,7 @@ from agent.hooks import (
     private_address,
     refuse_private_literal,
     sign,
+    signature_problem,
 )
 from agent.inbound import InboundSms, accept_inbound
 from agent.phones import mask_phone
@@ -82,7 +81,6 @@ MAX_MEDIA = 10
 # A provider's id for a text is kept in a column of this size.
 MAX_ID = 64
 _WORKSPACE_ID_MAX = 40
-_HEX = frozenset("0123456789abcdef")
 
 
 # --- The contract's bodies ---------------------------------------------------------------------
@@ -140,51 +138,6 @@ class MessageStatusReport(BaseModel):
 
 
 # --- Signatures ---------------------------------------------------------------------------------
-
-
-def signature_problem(
-    *, secret: str, body: bytes, header: str | None, received_at: datetime, tolerance: int
-) -> str | None:
-    """Why `header` does not sign `body` with `secret`, or None when it does; the timestamp
-    is measured from when the request arrived."""
-    if not header:
-        return f"no {SIGNATURE_HEADER} header"
-    stamp, macs = _parsed(header)
-    if stamp is None or not macs:
-        return (
-            f"the {SIGNATURE_HEADER} header is malformed "
-            "(expected t=<unix seconds>,v1=<64 hex digits of HMAC-SHA256>)"
-        )
-    skew = received_at.timestamp() - stamp
-    if skew > tolerance:
-        return f"the {SIGNATURE_HEADER} timestamp is {int(skew)} s older than the request"
-    if skew < -tolerance:
-        return f"the {SIGNATURE_HEADER} timestamp is {int(-skew)} s ahead of the request"
-    expected = sign(secret, body, stamp).partition("v1=")[2]
-    # Several v1 values are allowed, so a gateway can sign with an old and a new secret at once.
-    if not any(hmac.compare_digest(expected, mac) for mac in macs):
-        return (
-            f"the {SIGNATURE_HEADER} does not match the body (check the workspace's gateway secret)"
-        )
-    return None
-
-
-def _parsed(header: str) -> tuple[int | None, list[str]]:
-    stamp: int | None = None
-    macs: list[str] = []
-    for part in header.split(","):
-        key, sep, value = part.strip().partition("=")
-        if not sep:
-            return None, []
-        if key == "t":
-            if not value.isdigit() or len(value) > 12:
-                return None, []
-            stamp = int(value)
-        elif key == "v1":
-            if len(value) != 64 or not set(value) <= _HEX:
-                return None, []
-            macs.append(value)
-    return stamp, macs
 
 
 # --- Each workspace's gateway, read through ---------------------------------------------------
@@ -275,10 +228,10 @@ class GatewayCarrier:
                 "SMSAGENT_GATEWAY_SECRET for the default workspace)"
             )
         return signature_problem(
-            secret=config.secret,
-            body=delivery.body,
-            header=delivery.header(SIGNATURE_HEADER),
-            received_at=delivery.received_at,
+            config.secret,
+            delivery.body,
+            delivery.header(SIGNATURE_HEADER),
+            at=delivery.received_at.timestamp(),
             tolerance=deps.settings.webhook_tolerance_seconds,
         )
 

@@ -31,15 +31,13 @@ from webhooks import api, campaigns_api, compat, inbound, links, openapi
 from webhooks.avochato.routes import inbox_routes
 from webhooks.avochato_sender import INBOUND_PATH as AVOCHATO_INBOUND_PATH
 from webhooks.avochato_sender import STATUS_PATH as AVOCHATO_STATUS_PATH
-from webhooks.avochato_sender import AvochatoCarrier
 from webhooks.carriers import carrier_handler
 from webhooks.gateway import ROUTE as GATEWAY_ROUTE
-from webhooks.gateway import GatewayCarrier
 from webhooks.idempotency import idempotent
+from webhooks.registry import carriers
 from webhooks.routing import RETRY_SAFE, Route
 from webhooks.telnyx import WEBHOOK_PATH as TELNYX_PATH
-from webhooks.telnyx import TelnyxCarrier
-from webhooks.twilio import SMS_PATH, STATUS_CALLBACK_PATH, TwilioCarrier
+from webhooks.twilio import SMS_PATH, STATUS_CALLBACK_PATH
 
 
 def api_routes() -> list[Route]:
@@ -243,75 +241,36 @@ def api_routes() -> list[Route]:
 def provider_routes(settings: Settings) -> list[Route]:
     """Where SMS providers deliver texts and statuses; mounted only when configured. Each is a
     carrier's: its signature is checked, and a failing request quarantined (carriers.py)."""
-    twilio = carrier_handler(TwilioCarrier())
-    routes = []
-    if settings.twilio_auth_token is not None and settings.public_url is not None:
-        routes += [
-            Route(
-                "POST",
-                SMS_PATH,
-                twilio,
-                "Twilio inbound text",
-                "providers",
-                auth="provider_signature",
-                public=False,
-            ),
-            Route(
-                "POST",
-                STATUS_CALLBACK_PATH,
-                twilio,
-                "Twilio delivery status",
-                "providers",
-                auth="provider_signature",
-                public=False,
-            ),
-        ]
-    if settings.telnyx_public_key is not None:
-        routes.append(
-            Route(
-                "POST",
-                TELNYX_PATH,
-                carrier_handler(TelnyxCarrier()),
-                "Telnyx messaging events: inbound texts and delivery statuses",
-                "providers",
-                auth="provider_signature",
-                public=False,
-            )
-        )
-    # Any workspace may have a gateway (its secret is in the database): always mounted.
-    routes.append(
+    twilio = settings.twilio_auth_token is not None and settings.public_url is not None
+    avochato = not settings.missing_for("avochato")
+    mounted = [
+        (twilio, "twilio", SMS_PATH, "Twilio inbound text"),
+        (twilio, "twilio", STATUS_CALLBACK_PATH, "Twilio delivery status"),
+        (
+            settings.telnyx_public_key is not None,
+            "telnyx",
+            TELNYX_PATH,
+            "Telnyx messaging events: inbound texts and delivery statuses",
+        ),
+        # Any workspace may have a gateway (its secret is in the database): always mounted.
+        (True, "gateway", GATEWAY_ROUTE, "The signed gateway's texts and statuses for a workspace"),
+        (avochato, "avochato", AVOCHATO_STATUS_PATH, "Avochato status callback of a text sent"),
+        (avochato, "avochato", AVOCHATO_INBOUND_PATH, "Avochato's message webhook: texts"),
+    ]
+    handlers = {name: carrier_handler(carrier) for name, carrier in carriers().items()}
+    routes = [
         Route(
             "POST",
-            GATEWAY_ROUTE,
-            carrier_handler(GatewayCarrier()),
-            "The signed gateway's texts and statuses for a workspace",
+            path,
+            handlers[name],
+            summary,
             "providers",
             auth="provider_signature",
             public=False,
         )
-    )
-    if not settings.missing_for("avochato"):
-        avochato = carrier_handler(AvochatoCarrier())
-        routes += [
-            Route(
-                "POST",
-                AVOCHATO_STATUS_PATH,
-                avochato,
-                "Avochato status callback of a text sent through it",
-                "providers",
-                auth="provider_signature",
-                public=False,
-            ),
-            Route(
-                "POST",
-                AVOCHATO_INBOUND_PATH,
-                avochato,
-                "Avochato's message webhook: customers' texts",
-                "providers",
-                auth="provider_signature",
-                public=False,
-            ),
-        ]
+        for on, name, path, summary in mounted
+        if on
+    ]
     # The console provider has no signature: it exists only while it is the configured provider.
     if settings.sms_provider == "console":
         routes += [

@@ -220,7 +220,7 @@ async def _status(deps: Deps, delivery: Delivery, payload: Mapping[str, Any]) ->
         provider_message_id=provider_id,
         status=MessageStatus(status),
         # Ours, carried in the webhook URL: a status can come before the send's answer is kept.
-        message_id=delivery.query().get("message_id"),
+        message_id=delivery.query.get("message_id"),
         error_code=str(code) if status == "failed" and code is not None else None,
     )
     return web.json_response({"status": "recorded", "id": provider_id})

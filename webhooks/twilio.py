@@ -84,7 +84,7 @@ class TwilioCarrier:
         signature = delivery.header("x-twilio-signature")
         if not signature:
             return "no X-Twilio-Signature header"
-        params = delivery.form()
+        params = delivery.form
         token = settings.twilio_auth_token.get_secret_value()
         urls = [settings.public_url + delivery.path]
         urls += forwarded_urls(delivery, trust=settings.trust_forwarded_headers)
@@ -104,7 +104,7 @@ class TwilioCarrier:
 
 
 async def _inbound(deps: Deps, delivery: Delivery) -> web.Response:
-    params = delivery.form()
+    params = delivery.form
     sid = params.get("MessageSid") or params.get("SmsSid")
     if not sid:
         raise HttpError(400, "missing_fields", "missing MessageSid", details=["MessageSid"])
@@ -126,7 +126,7 @@ async def _inbound(deps: Deps, delivery: Delivery) -> web.Response:
 
 
 async def _status(deps: Deps, delivery: Delivery) -> web.Response:
-    params = delivery.form()
+    params = delivery.form
     sid = params.get("MessageSid") or params.get("SmsSid")
     raw = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
     status = STATUS_MAP.get(raw)
@@ -138,7 +138,7 @@ async def _status(deps: Deps, delivery: Delivery) -> web.Response:
         provider="twilio",
         provider_message_id=sid,
         status=MessageStatus(status),
-        message_id=delivery.query().get("message_id"),
+        message_id=delivery.query.get("message_id"),
         error_code=params.get("ErrorCode") or None,
     )
     return web.Response(status=204)

@@ -125,19 +125,15 @@ class AvochatoStub(LoopbackStub):
         status, _ = await self.post(service_url.rstrip("/") + path, message)
         return status
 
-    async def sent(self, n: int, *, within: float = 10.0) -> list[SentSms]:
-        await self.wait_for_messages(n, timeout=within)
-        return [
-            SentSms(
-                provider_id=m["event_id"],
-                to=m["to"],
-                sender=m["from"],
-                body=m["message"],
-                media_urls=tuple(m["contents"]),
-                extra=m,
-            )
-            for m in self.messages[:n]
-        ]
+    def as_sent(self, m: dict[str, Any]) -> SentSms:
+        return SentSms(
+            provider_id=m["event_id"],
+            to=m["to"],
+            sender=m["from"],
+            body=m["message"],
+            media_urls=tuple(m["contents"]),
+            extra=m,
+        )
 
     async def report(self, service_url: str, sms: SentSms, status: str = "delivered") -> int:
         code, _ = await self.status_callback(

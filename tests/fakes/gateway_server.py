@@ -141,19 +141,15 @@ class GatewayStub(LoopbackStub):
         )
         return status
 
-    async def sent(self, n: int, *, within: float = 10.0) -> list[SentSms]:
-        await self.wait_for_messages(n, timeout=within)
-        return [
-            SentSms(
-                provider_id=m["gateway_id"],
-                to=m["to"],
-                sender=m["from"],
-                body=m["text"],
-                media_urls=tuple(m["media_urls"]),
-                extra=m,
-            )
-            for m in self.messages[:n]
-        ]
+    def as_sent(self, m: dict[str, Any]) -> SentSms:
+        return SentSms(
+            provider_id=m["gateway_id"],
+            to=m["to"],
+            sender=m["from"],
+            body=m["text"],
+            media_urls=tuple(m["media_urls"]),
+            extra=m,
+        )
 
     async def report(self, service_url: str, sms: SentSms, status: str = "delivered") -> int:
         # Our id as well as the gateway's: the status may come before the send's answer is kept.

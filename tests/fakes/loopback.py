@@ -8,6 +8,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from tests.fakes.handset import SentSms
+
 
 class LoopbackStub:
     """A provider API on 127.0.0.1 (`port=0` picks a free port). Subclasses add their routes
@@ -54,6 +56,15 @@ class LoopbackStub:
         if self._runner is None:
             raise RuntimeError(f"{self.label} is not started")
         return f"http://{self.host}:{self.port}"
+
+    def as_sent(self, message: dict[str, Any]) -> SentSms:
+        """An accepted message as the end-to-end test sees it (tests/fakes/handset.py)."""
+        raise NotImplementedError
+
+    async def sent(self, n: int, *, within: float = 10.0) -> list[SentSms]:
+        """The first `n` accepted messages, waiting up to `within` seconds for them."""
+        await self.wait_for_messages(n, timeout=within)
+        return [self.as_sent(m) for m in self.messages[:n]]
 
     def taken(self) -> None:
         """A request was recorded: wake whoever waits for messages."""

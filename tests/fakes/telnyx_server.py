@@ -314,19 +314,15 @@ class TelnyxStub(LoopbackStub):
         status, _ = await self.post_event(url, event("message.received", payload, delivered_to=url))
         return status
 
-    async def sent(self, n: int, *, within: float = 10.0) -> list[SentSms]:
-        await self.wait_for_messages(n, timeout=within)
-        return [
-            SentSms(
-                provider_id=m["id"],
-                to=str(m.get("to", "")),
-                sender=str(m.get("from", "")),
-                body=str(m.get("text") or ""),
-                media_urls=tuple(str(url) for url in m.get("media_urls") or []),
-                extra=m,
-            )
-            for m in self.messages[:n]
-        ]
+    def as_sent(self, m: dict[str, Any]) -> SentSms:
+        return SentSms(
+            provider_id=m["id"],
+            to=str(m.get("to", "")),
+            sender=str(m.get("from", "")),
+            body=str(m.get("text") or ""),
+            media_urls=tuple(str(url) for url in m.get("media_urls") or []),
+            extra=m,
+        )
 
     async def report(self, service_url: str, sms: SentSms, status: str = "delivered") -> int:
         event_type, telnyx_status, errors = _REPORTS[status]
